@@ -1,0 +1,86 @@
+/*
+** peerlisten.h: internal declarations shared by csrc/*.c (never installed).
+** Each userdata type's struct stays private to its own file; what crosses
+** files is declared here and is hidden from the shared object's symbol table.
+*/
+#ifndef PEERLISTEN_H
+#define PEERLISTEN_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <uv.h>
+#include <openssl/ssl.h>
+
+#define PL_HIDDEN __attribute__((visibility("hidden")))
+
+#define PL_LISTENER_MT  "peerlisten.Listener"
+#define PL_CONN_MT      "peerlisten.Conn"
+#define PL_TLSPOLICY_MT "peerlisten.TlsPolicy"
+
+/* ---- module openers: each adds its functions to the table on top ---- */
+PL_HIDDEN int pl_open_listener (lua_State *L);
+PL_HIDDEN int pl_open_conn (lua_State *L);
+PL_HIDDEN int pl_open_tlspolicy (lua_State *L);
+PL_HIDDEN int pl_open_cert (lua_State *L);
+
+/* ---- errors.c: fail triples (push nil, message, code; return 3) ---- */
+PL_HIDDEN int pl_fail (lua_State *L, const char *code, const char *fmt, ...);
+PL_HIDDEN int pl_uverror (lua_State *L, const char *what, int uverr);
+/* Formats the first queued OpenSSL error into buf ("" if none), clears the queue. */
+PL_HIDDEN void pl_ssl_errstr (char *buf, size_t len);
+/* lua_pcall with a traceback handler; on error the message is left on the stack. */
+PL_HIDDEN int pl_pcall (lua_State *L, int nargs, int nresults);
+
+/* ---- TLS policy (tls_policy.c), used by listener.c and conn.c ----
+** A pl_tls is the C state behind one peerlisten.TlsPolicy userdata: one
+** SSL_CTX plus the peer checks.  It is reference counted so that a listener
+** and every connection handshaking with it keep it alive after the Lua
+** userdata is collected.  All functions below are loop-thread only, except
+** pl_tls_post_check, which is also safe on libuv's thread pool.
+*/
+typedef struct pl_tls pl_tls;
+
+PL_HIDDEN pl_tls *pl_tls_check (lua_State *L, int idx);   /* raises on non-policy/closed */
+PL_HIDDEN pl_tls *pl_tls_retain (pl_tls *t);              /* returns t */
+PL_HIDDEN void pl_tls_release (pl_tls *t);                /* NULL is a no-op */
+PL_HIDDEN int pl_tls_has_cert (const pl_tls *t);          /* cert and key configured */
+PL_HIDDEN double pl_tls_handshake_timeout (const pl_tls *t);  /* seconds, > 0 */
+
+/* A new server-side SSL for one accepted connection (the certificate pair is
+** re-read first if its files changed).  NULL with a message in err on failure. */
+PL_HIDDEN SSL *pl_tls_new_ssl (pl_tls *t, char *err, size_t errlen);
+
+/* Why a handshake failed: returns a stable reason name ("handshake",
+** "no_client_cert", "bad_client_cert", "cn_not_allowed", "protocol_version",
+** "no_shared_cipher", "alpn", "not_tls", ...) and writes etcd's wording of
+** the error into msg. ssl_error is SSL_get_error()'s result. */
+PL_HIDDEN const char *pl_tls_handshake_failure (SSL *ssl, int ssl_error,
+                                                char *msg, size_t msglen);
+
+/* Post-handshake checks in etcd's order: client SAN against remote_ip
+** (NULL for unix peers: skipped), then CRL.  Returns NULL when the connection
+** is accepted, else a reason name ("san_mismatch", "revoked", "crl") with
+** etcd's error text in msg.  May block on DNS when the client certificate
+** has DNS SANs: call it on the thread pool when pl_tls_post_check_may_block
+** says so. */
+PL_HIDDEN int pl_tls_post_check_may_block (pl_tls *t, SSL *ssl, const char *remote_ip);
+PL_HIDDEN const char *pl_tls_post_check (pl_tls *t, SSL *ssl, const char *remote_ip,
+                                         char *msg, size_t msglen);
+
+/* Pushes conn:tls_info()'s table for an established SSL. */
+PL_HIDDEN void pl_tls_push_info (lua_State *L, SSL *ssl);
+
+/* Pushes the ip-addresses and dns-names arrays of the peer certificate (two
+** values; empty arrays when there is none), for the rejection log fields. */
+PL_HIDDEN void pl_tls_push_peer_names (lua_State *L, SSL *ssl);
+
+/* Warnings the policy wants logged (a reload that failed, a CRL past its
+** nextUpdate): pops them into a Lua array of {level=, msg=, fields...} tables
+** and pushes it, or pushes nil when there are none.  Listeners call it after
+** each handshake and route the entries to their logger. */
+PL_HIDDEN void pl_tls_push_pending_logs (lua_State *L, pl_tls *t);
+
+#endif
