@@ -1,0 +1,144 @@
+local log = require "peerlisten.log"
+local cjson = require "cjson"
+
+describe("peerlisten.log", function()
+  local real_clock = log.clock
+  after_each(function() log.clock = real_clock end)
+
+  describe(".new()", function()
+    it("writes zap-style JSON lines: level, ts, caller, msg, then fields", function()
+      local lines = {}
+      log.clock = function() return 1700000000.123456 end
+      local l = assert(log.new { sink = function(line) lines[#lines + 1] = line end })
+      l:info("starting with peer TLS", { ["tls-info"] = "cert = a, key = b", ["cipher-suites"] = {} })
+      assert.equal(1, #lines)
+      local line = lines[1]
+      assert.matches('^{"level":"info","ts":"2023%-11%-14T22:13:20%.123456Z","caller":"spec/log_spec%.lua:%d+",'
+        .. '"msg":"starting with peer TLS","tls%-info":"cert = a, key = b","cipher%-suites":%[%]}$', line)
+      local t = cjson.decode(line)
+      assert.equal("starting with peer TLS", t.msg)
+    end)
+
+    it("writes fields in etcd's order, then the rest sorted", function()
+      local lines = {}
+      local l = assert(log.new { sink = function(line) lines[#lines + 1] = line end, caller = false })
+      l:warn("closing peer listener", { zeta = 1, error = "boom", address = "https://127.0.0.1:1", alpha = true })
+      assert.matches('"msg":"closing peer listener","address":"https://127.0.0.1:1","error":"boom",'
+        .. '"alpha":true,"zeta":1}$', lines[1])
+    end)
+
+    it("encodes arrays, nested tables, paths and control characters", function()
+      local lines = {}
+      local l = assert(log.new { sink = function(line) lines[#lines + 1] = line end, caller = false })
+      l:info("x", { ["listen-peer-urls"] = { "http://127.0.0.1:1", "http://127.0.0.1:2" },
+        path = "/tmp/a b/\"q\"\n", n = 2.5, m = { b = 1, a = 2 } })
+      assert.matches('"path":"/tmp/a b/\\"q\\"\\n"', lines[1], 1, true)
+      assert.matches('"listen-peer-urls":["http://127.0.0.1:1","http://127.0.0.1:2"]', lines[1], 1, true)
+      assert.matches('"m":{"a":2,"b":1},"n":2.5', lines[1], 1, true)
+      local t = cjson.decode(lines[1])
+      assert.equal('/tmp/a b/"q"\n', t.path)
+    end)
+
+    it("filters by level", function()
+      local lines = {}
+      local l = assert(log.new { level = "warn", sink = function(line) lines[#lines + 1] = line end })
+      l:debug("d"); l:info("i"); l:warn("w"); l:error("e"); l:fatal("f")
+      assert.equal(3, #lines)
+      assert.is_true(l:enabled("warn"))
+      assert.is_false(l:enabled("info"))
+    end)
+
+    it("writes console lines", function()
+      local lines = {}
+      log.clock = function() return 0 end
+      local l = assert(log.new { format = "console", caller = false, sink = function(line) lines[#lines + 1] = line end })
+      l:warn("closing peer listener", { address = "a" })
+      assert.equal('1970-01-01T00:00:00.000000Z\tWARN\t-\tclosing peer listener\t{"address":"a"}', lines[1])
+    end)
+
+    it("appends to a file path", function()
+      local path = os.tmpname()
+      local l = assert(log.new { sink = path })
+      l:info("one"); l:info("two")
+      l:close(); l:close()
+      local fh = assert(io.open(path))
+      local text = fh:read("a")
+      fh:close()
+      os.remove(path)
+      local _, n = text:gsub("\n", "")
+      assert.equal(2, n)
+    end)
+
+    it("fails on bad options with (nil, message, ECONFIG)", function()
+      local l, err, code = log.new { level = "loud" }
+      assert.is_nil(l); assert.matches("unknown log level", err); assert.equal("ECONFIG", code)
+      l, err, code = log.new { format = "xml" }
+      assert.is_nil(l); assert.matches("unknown log format", err); assert.equal("ECONFIG", code)
+      l, err, code = log.new { sink = "/nonexistent-dir/x/y.log" }
+      assert.is_nil(l); assert.matches("cannot open log output", err); assert.equal("ECONFIG", code)
+      l, err, code = log.new { sink = 42 }
+      assert.is_nil(l); assert.is_string(err); assert.equal("ECONFIG", code)
+    end)
+
+    it("samples as zap: first 100 per second per level+msg, then every 100th", function()
+      local n = 0
+      local now = 1000
+      log.clock = function() return now end
+      local l = assert(log.new { sink = function() n = n + 1 end })
+      for _ = 1, 1000 do l:warn("rejected connection", { error = "EOF" }) end
+      assert.equal(100 + 9, n)
+      l:warn("other message")
+      assert.equal(110, n)
+      now = 1001
+      for _ = 1, 50 do l:warn("rejected connection") end
+      assert.equal(160, n)
+      local all = 0
+      local u = assert(log.new { sampling = false, sink = function() all = all + 1 end })
+      for _ = 1, 300 do u:warn("rejected connection") end
+      assert.equal(300, all)
+    end)
+  end)
+
+  describe(".capture()", function()
+    it("records entries as tables", function()
+      local l = log.capture()
+      l:warn("closing peer listener", { address = "x", error = "y" })
+      l:debug("dbg")
+      assert.equal(2, #l.entries)
+      assert.same({ address = "x", error = "y" }, l.entries[1].fields)
+      assert.equal("warn", l.entries[1].level)
+      assert.equal(1, #l:find("dbg", "debug"))
+      assert.equal(0, #l:find("dbg", "warn"))
+    end)
+
+    it("hook() forwards C-side events", function()
+      local l = log.capture()
+      local hook = l:hook()
+      assert.equal(hook, l:hook())
+      hook("warn", "rejected connection", { ["remote-addr"] = "127.0.0.1:5", reason = "not_tls" })
+      hook("bogus", "x", nil)
+      assert.equal("rejected connection", l.entries[1].msg)
+      assert.equal("not_tls", l.entries[1].fields.reason)
+      assert.equal("warn", l.entries[2].level)
+    end)
+  end)
+
+  describe(".wrap()", function()
+    it("accepts loggers, nil and functions", function()
+      local c = log.capture()
+      assert.equal(c, log.wrap(c))
+      log.wrap(nil):warn("nothing")
+      local got
+      log.wrap(function(level, msg, fields) got = { level, msg, fields } end):warn("m", { a = 1 })
+      assert.same({ "warn", "m", { a = 1 } }, got)
+      assert.has_error(function() log.wrap(5) end)
+    end)
+  end)
+
+  describe(".timestamp()", function()
+    it("formats microseconds in UTC", function()
+      assert.equal("2009-02-13T23:31:30.000001Z", log.timestamp(1234567890.000001))
+      assert.equal("1970-01-01T00:00:01.000000Z", log.timestamp(0.9999999))
+    end)
+  end)
+end)
