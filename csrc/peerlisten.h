@@ -1,5 +1,5 @@
 /*
-** peerlisten.h: internal declarations shared by csrc/*.c (never installed).
+** peerlisten.h: internal declarations shared by the C files in csrc (never installed).
 ** Each userdata type's struct stays private to its own file; what crosses
 ** files is declared here and is hidden from the shared object's symbol table.
 */
@@ -82,5 +82,80 @@ PL_HIDDEN void pl_tls_push_peer_names (lua_State *L, SSL *ssl);
 ** and pushes it, or pushes nil when there are none.  Listeners call it after
 ** each handshake and route the entries to their logger. */
 PL_HIDDEN void pl_tls_push_pending_logs (lua_State *L, pl_tls *t);
+
+/* ---- core.c: the loop and coroutine plumbing ----
+** One pl_loop per Lua state lives in the registry; uv_loop_t.data points to
+** it.  Blocking calls use a pl_waiter: inside a coroutine started by
+** pl_spawn/core.spawn they yield, elsewhere they drive the loop.
+*/
+enum { PL_IDLE = 0, PL_WAITING, PL_DONE, PL_TIMEDOUT, PL_CLOSED };
+
+typedef struct pl_waiter {
+  lua_State *co;        /* waiting coroutine, or NULL (idle or main-thread wait) */
+  int ref;              /* registry ref anchoring co while it waits */
+  int state;            /* PL_IDLE, PL_WAITING, then how the wait ended */
+  uv_timer_t *timer;    /* deadline timer (malloc'ed, lazily), data = waiter */
+} pl_waiter;
+
+PL_HIDDEN uv_loop_t *pl_uvloop (lua_State *L);
+PL_HIDDEN lua_State *pl_mainthread (uv_loop_t *loop);
+/* A 64 KiB buffer shared by every read callback of this loop. */
+PL_HIDDEN char *pl_readbuf (uv_loop_t *loop, size_t *len);
+
+PL_HIDDEN void pl_waiter_init (pl_waiter *w);
+/* Waits until pl_wake*(w) or timeout (seconds, <= 0: none); then returns
+** k(L, LUA_OK, ctx), whose results are the call's results.  k reads
+** w->state.  Raises when a blocking wait is impossible (inside a callback). */
+PL_HIDDEN int pl_wait (lua_State *L, pl_waiter *w, double timeout,
+                       lua_KFunction k, lua_KContext ctx);
+/* Ends a wait now (resumes the coroutine inline: call it last in a callback). */
+PL_HIDDEN void pl_wake (uv_loop_t *loop, pl_waiter *w, int state);
+/* Ends a wait; the coroutine resumes on the next loop turn (safe anywhere,
+** also in release paths). */
+PL_HIDDEN void pl_wake_later (uv_loop_t *loop, pl_waiter *w, int state);
+/* Release path of an object owning w: a pending wait ends with PL_CLOSED
+** (deferred) and the timer is closed. */
+PL_HIDDEN void pl_waiter_cancel (uv_loop_t *loop, pl_waiter *w);
+/* Starts a coroutine running the function below nargs values on L's top;
+** pops them.  Errors are logged with a traceback. */
+PL_HIDDEN void pl_spawn (lua_State *L, int nargs);
+/* Logs msg with the fields table on top of L's stack (popped) through the
+** function at registry ref logger_ref (LUA_NOREF: the log hook, then
+** lua_warning).  Never raises. */
+PL_HIDDEN void pl_log (lua_State *L, int logger_ref, const char *level,
+                       const char *msg);
+
+/* ---- conn.c: connections; listener.c owns a pl_group of them ---- */
+typedef struct pl_conn pl_conn;
+typedef struct pl_group pl_group;
+struct pl_group {
+  pl_conn *head;            /* live connections (handshaking, queued, in Lua) */
+  pl_conn *ready_head, *ready_tail;  /* accepted, not yet given to Lua */
+  int active;               /* connections in head's list */
+  long accepted;            /* connections that passed every check */
+  long handshake_failures;
+  int logger_ref;           /* registry ref of the logger function or LUA_NOREF */
+  int rejected_ref;         /* registry ref of the rejected[reason] table */
+  double read_timeout, write_timeout;
+  const char *local;        /* "127.0.0.1:2380" or the socket path, for messages */
+  int is_unix;
+  pl_tls *tls;              /* retained by the listener; NULL for plain */
+  void *owner;              /* the listener */
+  void (*on_ready) (pl_group *g, pl_conn *c);  /* handshake and checks passed */
+  void (*on_change) (pl_group *g);             /* active decreased */
+};
+
+/* Wraps an accepted stream (malloc'ed, initialized, accepted) into a
+** connection of group g: plain ones go to g->on_ready at once, TLS ones after
+** their handshake and checks. */
+PL_HIDDEN void pl_conn_start (pl_group *g, uv_stream_t *h);
+PL_HIDDEN void pl_group_push_ready (pl_group *g, pl_conn *c);
+PL_HIDDEN pl_conn *pl_group_pop_ready (pl_group *g);
+/* Closes every connection of g (force); with detach, also forgets g. */
+PL_HIDDEN void pl_group_close_all (pl_group *g, int detach);
+/* Pushes a new peerlisten.Conn userdata owning c. */
+PL_HIDDEN void pl_conn_push (lua_State *L, pl_conn *c);
+/* Closes a connection not (yet) given to Lua. */
+PL_HIDDEN void pl_conn_discard (pl_conn *c);
 
 #endif

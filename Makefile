@@ -1,0 +1,115 @@
+# peerlisten developer Makefile.  `make` builds peerlisten/core.so in-tree,
+# `make test` installs missing Debian packages, builds and runs the suite.
+SHELL := /bin/bash
+
+LUA ?= lua5.4
+CC ?= gcc
+PKG_CONFIG ?= pkg-config
+BUSTED ?= busted
+LUACHECK ?= luacheck
+CPPCHECK ?= cppcheck
+VALGRIND ?= valgrind
+LDOC ?= ldoc
+
+PKGS := lua5.4 libuv openssl
+DEB_PACKAGES := lua5.4 liblua5.4-dev libssl-dev libuv1-dev lua-busted lua-check \
+  lua-yaml lua-cjson pkg-config gcc make openssl curl golang-go etcd-server \
+  lua-sec lua-http luarocks valgrind cppcheck
+
+CWARNS := -Wall -Wextra -pedantic -Wcast-align -Wdisabled-optimization \
+  -Wpointer-arith -Wshadow -Wsign-compare -Wundef -Wwrite-strings \
+  -Wbad-function-cast -Wdeclaration-after-statement -Wmissing-prototypes \
+  -Wnested-externs -Wstrict-prototypes
+OPTFLAGS ?= -O2
+CFLAGS ?= $(OPTFLAGS)
+PL_CFLAGS = -std=c99 -D_XOPEN_SOURCE=700 -D_DEFAULT_SOURCE $(CWARNS) -Werror -fPIC -fvisibility=hidden \
+  $(shell $(PKG_CONFIG) --cflags $(PKGS))
+# The Lua interpreter provides the Lua API: do not link liblua into the module.
+PL_LIBS = $(shell $(PKG_CONFIG) --libs libuv openssl)
+LDFLAGS ?=
+
+SRCS := $(sort $(wildcard csrc/*.c))
+HDRS := $(wildcard csrc/*.h)
+MODULE := peerlisten/core.so
+
+ASAN_DIR := build/asan
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ASAN_LIBS := $(shell $(CC) -print-file-name=libasan.so.8) $(shell $(CC) -print-file-name=libubsan.so.1)
+
+SPECS ?= spec
+BUSTED_ARGS ?=
+
+.PHONY: all deps test lint sanitize memcheck bench doc clean
+
+all: $(MODULE)
+
+$(MODULE): $(SRCS) $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(PL_CFLAGS) $(CFLAGS) -shared -o $@ $(SRCS) $(PL_LIBS) $(LDFLAGS)
+
+$(ASAN_DIR)/$(MODULE): $(SRCS) $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(PL_CFLAGS) -O1 -g $(ASAN_FLAGS) -shared -o $@ $(SRCS) $(PL_LIBS) $(LDFLAGS)
+
+# Install what is missing (root: apt-get; otherwise print the command).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	else \
+	  echo "missing Debian packages; run:"; \
+	  echo "  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	fi
+
+# Runs busted with TAP output and ends with one "N passed, N failed" line.
+# RUNNER prefixes the interpreter (valgrind); CPATH_DIR picks the build.
+CPATH_DIR ?= .
+RUNNER ?=
+define run_suite
+	@set -o pipefail; out=$$(mktemp); \
+	$(RUNNER) $(LUA) $$(command -v $(BUSTED)) --ignore-lua --cpath="$(CPATH_DIR)/?.so" \
+	  -o TAP $(BUSTED_ARGS) $(SPECS) 2>&1 | tee "$$out"; rc=$${PIPESTATUS[0]}; \
+	pass=$$(grep -c '^ok ' "$$out"); fail=$$(grep -c '^not ok ' "$$out"); \
+	if ! grep -q '^1\.\.[0-9]' "$$out"; then fail=$$((fail + 1)); fi; \
+	rm -f "$$out"; \
+	echo "$$pass passed, $$fail failed"; \
+	[ "$$rc" = 0 ] && [ "$$fail" = 0 ]
+endef
+
+test: deps all
+	$(run_suite)
+
+lint:
+	$(LUACHECK) -q $(wildcard lua spec bin)
+	$(CPPCHECK) --quiet --error-exitcode=1 --enable=warning,portability \
+	  --inline-suppr --std=c99 -Icsrc --suppress=missingIncludeSystem csrc
+
+sanitize: CPATH_DIR = $(ASAN_DIR)
+sanitize: deps $(ASAN_DIR)/$(MODULE)
+	@export LD_PRELOAD="$(ASAN_LIBS)" \
+	  ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23:halt_on_error=1" \
+	  LSAN_OPTIONS="suppressions=$(CURDIR)/.ci/lsan.supp:print_suppressions=0" \
+	  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=24"; \
+	$(MAKE) --no-print-directory _suite CPATH_DIR=$(ASAN_DIR)
+
+memcheck: RUNNER = $(VALGRIND) --error-exitcode=1 --leak-check=full \
+  --errors-for-leak-kinds=definite --trace-children=no --quiet
+memcheck: deps all
+	$(run_suite)
+
+_suite:
+	$(run_suite)
+
+bench: all
+	bench/run
+
+doc:
+	$(LDOC) . || echo "ldoc not available or failed"
+
+clean:
+	rm -rf peerlisten/core.so build

@@ -1,0 +1,69 @@
+/*
+** errors.c: fail-triple pushers (libuv, OpenSSL) and pl_pcall.
+** No userdata here.  Owned by the core helper.
+*/
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+#include "peerlisten.h"
+
+/* Pushes nil, the formatted message and code; returns 3. */
+int pl_fail (lua_State *L, const char *code, const char *fmt, ...) {
+  va_list ap;
+  luaL_pushfail(L);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_pushstring(L, code);
+  return 3;
+}
+
+/* Pushes nil, "<what>: <libuv message>", libuv's error name; returns 3. */
+int pl_uverror (lua_State *L, const char *what, int uverr) {
+  luaL_pushfail(L);
+  if (what != NULL && what[0] != '\0')
+    lua_pushfstring(L, "%s: %s", what, uv_strerror(uverr));
+  else
+    lua_pushstring(L, uv_strerror(uverr));
+  lua_pushstring(L, uv_err_name(uverr));
+  return 3;
+}
+
+void pl_ssl_errstr (char *buf, size_t len) {
+  unsigned long e = ERR_peek_error();
+  if (len == 0) return;
+  buf[0] = '\0';
+  if (e != 0) {
+    const char *reason = ERR_reason_error_string(e);
+    if (reason != NULL)
+      snprintf(buf, len, "%s", reason);
+    else
+      ERR_error_string_n(e, buf, len);
+  }
+  ERR_clear_error();
+}
+
+static int traceback (lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Calls the function below nargs arguments with a traceback handler. */
+int pl_pcall (lua_State *L, int nargs, int nresults) {
+  int status;
+  int base = lua_gettop(L) - nargs;   /* function index */
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, base);
+  status = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  return status;
+}
