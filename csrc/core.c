@@ -474,6 +474,7 @@ int luaopen_peerlisten_core (lua_State *L) {
   pl_open_conn(L);
   pl_open_tlspolicy(L);
   pl_open_cert(L);
+  pl_open_signal(L);
   lua_pushliteral(L, "scm-1");
   lua_setfield(L, -2, "_VERSION");
   return 1;

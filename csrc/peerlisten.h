@@ -25,6 +25,7 @@ PL_HIDDEN int pl_open_listener (lua_State *L);
 PL_HIDDEN int pl_open_conn (lua_State *L);
 PL_HIDDEN int pl_open_tlspolicy (lua_State *L);
 PL_HIDDEN int pl_open_cert (lua_State *L);
+PL_HIDDEN int pl_open_signal (lua_State *L);   /* signal.c (Lua-layer helper) */
 
 /* ---- errors.c: fail triples (push nil, message, code; return 3) ---- */
 PL_HIDDEN int pl_fail (lua_State *L, const char *code, const char *fmt, ...);
