@@ -95,7 +95,7 @@ local function check_validity(v, fname)
   if type(v) ~= "number" then
     error(("bad argument #1 to '%s' (field 'validity_years': number expected, got %s)"):format(fname, type(v)), 3)
   end
-  if not (v > 0) or v == math.huge then
+  if v ~= v or v <= 0 or v == math.huge then
     return "selfSignedCertValidity is invalid,it should be greater than 0"
   end
   return nil
