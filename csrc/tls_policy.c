@@ -173,6 +173,7 @@ struct pl_tls {
 /* Per-SSL notes kept only when a handshake fails in our callbacks. */
 typedef struct sslnote {
   int cn_rejected;
+  char bad_time[40];         /* notAfter/notBefore of an expired cert */
   char alpn_offered[300];
 } sslnote;
 
@@ -1015,6 +1016,23 @@ static int verify_allowed_cb (X509_STORE_CTX *xs, void *arg) {
   return 0;
 }
 
+/* Records the validity bound of an expired (or not yet valid) certificate
+** for Go's error text; never changes the verdict. */
+static int verify_note_cb (int ok, X509_STORE_CTX *xs) {
+  if (!ok) {
+    int e = X509_STORE_CTX_get_error(xs);
+    if (e == X509_V_ERR_CERT_HAS_EXPIRED || e == X509_V_ERR_CERT_NOT_YET_VALID) {
+      SSL *ssl = (SSL *)X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+      X509 *x = X509_STORE_CTX_get_current_cert(xs);
+      sslnote *n = ssl ? note_get(ssl, 1) : NULL;
+      if (n != NULL && x != NULL)
+        time_str(e == X509_V_ERR_CERT_HAS_EXPIRED ? X509_get0_notAfter(x) : X509_get0_notBefore(x),
+                 n->bad_time, sizeof(n->bad_time));
+    }
+  }
+  return ok;
+}
+
 /* ALPN as Go: server preference; a client offering http/1.1 (when we offer
 ** h2) falls back to no ALPN; any other mismatch is no_application_protocol. */
 static int alpn_cb (SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -1102,16 +1120,13 @@ static void verify_text (SSL *ssl, long v, char *buf, size_t len) {
       return;
     case X509_V_ERR_CERT_HAS_EXPIRED:
     case X509_V_ERR_CERT_NOT_YET_VALID: {
-      X509 *x = SSL_get0_peer_certificate(ssl);
+      sslnote *n = note_get(ssl, 0);
       char now[40], lim[40];
       time_t tt = time(NULL);
       struct tm tm;
       gmtime_r(&tt, &tm);
       strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
-      lim[0] = '\0';
-      if (x != NULL)
-        time_str(v == X509_V_ERR_CERT_HAS_EXPIRED ? X509_get0_notAfter(x) : X509_get0_notBefore(x),
-                 lim, sizeof(lim));
+      snprintf(lim, sizeof(lim), "%s", n != NULL ? n->bad_time : "");
       snprintf(buf, len, "x509: certificate has expired or is not yet valid: current time %s is %s %s",
                now, v == X509_V_ERR_CERT_HAS_EXPIRED ? "after" : "before", lim);
       return;
@@ -1743,7 +1758,7 @@ static int tls_configure (lua_State *L, pl_tls *t, cfgerr *e) {
     if (SSL_CTX_set_default_verify_paths(t->ctx) != 1) ERR_clear_error();
   }
   if (t->verify_client) {
-    SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_note_cb);
     if (t->allowed_cns.n > 0 || t->allowed_hostnames.n > 0)
       SSL_CTX_set_cert_verify_callback(t->ctx, verify_allowed_cb, t);
   }
@@ -1938,6 +1953,142 @@ static int tls_new_ssl_probe (lua_State *L) {
   return 1;
 }
 
+
+/* Hidden test helper: core._tls_handshake(policy, client_opts) runs one
+** handshake in memory (a client SSL over a BIO pair) through the same
+** pl_tls_* calls conn.c makes.  client_opts: cert, key, ca, min_version,
+** max_version, ciphers (OpenSSL TLS1.2 list), ciphersuites (TLS1.3 list),
+** alpn (array), raw (bytes sent instead of a ClientHello), remote_ip.
+** Returns true, tls_info, ip_addresses, dns_names | false, reason, msg, side. */
+static int opt_cstr (lua_State *L, int idx, const char *k, char *buf, size_t len) {
+  const char *s;
+  lua_getfield(L, idx, k);
+  s = lua_tostring(L, -1);
+  buf[0] = '\0';
+  if (s != NULL) snprintf(buf, len, "%s", s);
+  lua_pop(L, 1);
+  return buf[0] != '\0';
+}
+
+static int tls_handshake_test (lua_State *L) {
+  pl_tls *t = pl_tls_check(L, 1);
+  char err[600], b[600], b2[600], remote[64];
+  const char *reason = NULL, *side = "server";
+  SSL_CTX *cctx = NULL;
+  SSL *srv, *cli = NULL;
+  BIO *sb = NULL, *cb = NULL;
+  int i, sdone = 0, cdone = 0, cfail = 0, have_raw;
+  size_t rawlen = 0;
+  const char *raw;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getfield(L, 2, "raw");
+  raw = lua_tolstring(L, -1, &rawlen);
+  have_raw = raw != NULL;
+  lua_pop(L, 1);
+  if (!opt_cstr(L, 2, "remote_ip", remote, sizeof(remote))) snprintf(remote, sizeof(remote), "127.0.0.1");
+  ERR_clear_error();
+  srv = pl_tls_new_ssl(t, err, sizeof(err));
+  if (srv == NULL) {
+    lua_pushboolean(L, 0); lua_pushliteral(L, "new_ssl"); lua_pushstring(L, err);
+    return 3;
+  }
+  BIO_new_bio_pair(&sb, 0, &cb, 0);
+  SSL_set_bio(srv, sb, sb);
+  SSL_set_accept_state(srv);
+  if (!have_raw) {
+    cctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_security_level(cctx, 0);
+    if (opt_cstr(L, 2, "min_version", b, sizeof(b)))
+      SSL_CTX_set_min_proto_version(cctx, strcmp(b, "TLS1.3") == 0 ? TLS1_3_VERSION :
+                                    strcmp(b, "TLS1.2") == 0 ? TLS1_2_VERSION :
+                                    strcmp(b, "TLS1.1") == 0 ? TLS1_1_VERSION : TLS1_VERSION);
+    if (opt_cstr(L, 2, "max_version", b, sizeof(b)))
+      SSL_CTX_set_max_proto_version(cctx, strcmp(b, "TLS1.3") == 0 ? TLS1_3_VERSION :
+                                    strcmp(b, "TLS1.2") == 0 ? TLS1_2_VERSION :
+                                    strcmp(b, "TLS1.1") == 0 ? TLS1_1_VERSION : TLS1_VERSION);
+    if (opt_cstr(L, 2, "ciphers", b, sizeof(b))) SSL_CTX_set_cipher_list(cctx, b);
+    if (opt_cstr(L, 2, "ciphersuites", b, sizeof(b))) SSL_CTX_set_ciphersuites(cctx, b);
+    if (opt_cstr(L, 2, "cert", b, sizeof(b)) && opt_cstr(L, 2, "key", b2, sizeof(b2))) {
+      SSL_CTX_use_certificate_chain_file(cctx, b);
+      SSL_CTX_use_PrivateKey_file(cctx, b2, SSL_FILETYPE_PEM);
+    }
+    if (lua_getfield(L, 2, "alpn") == LUA_TTABLE) {
+      unsigned char w[512];
+      size_t n = 0;
+      for (i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+        size_t l;
+        const char *s = lua_tolstring(L, -1, &l);
+        if (n + l + 1 < sizeof(w)) { w[n++] = (unsigned char)l; memcpy(w + n, s, l); n += l; }
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+      SSL_CTX_set_alpn_protos(cctx, w, (unsigned)n);
+    }
+    lua_pop(L, 1);
+    ERR_clear_error();
+    cli = SSL_new(cctx);
+    SSL_set_bio(cli, cb, cb);
+    SSL_set_connect_state(cli);
+  }
+  else {
+    BIO_write(cb, raw, (int)rawlen);
+    BIO_shutdown_wr(cb);
+  }
+  for (i = 0; i < 50 && !(sdone && (cdone || cfail || cli == NULL)); i++) {
+    int r;
+    if (cli != NULL && !cdone && !cfail) {
+      r = SSL_do_handshake(cli);
+      if (r == 1) cdone = 1;
+      else if (SSL_get_error(cli, r) != SSL_ERROR_WANT_READ) cfail = 1;
+      ERR_clear_error();
+    }
+    if (!sdone) {
+      r = SSL_do_handshake(srv);
+      if (r == 1) sdone = 1;
+      else {
+        int se = SSL_get_error(srv, r);
+        if (se != SSL_ERROR_WANT_READ || (cfail && i > 2) || (have_raw && i > 2)) {
+          if (se == SSL_ERROR_WANT_READ) se = SSL_ERROR_SYSCALL;   /* peer gone: EOF */
+          reason = pl_tls_handshake_failure(srv, se, err, sizeof(err));
+          break;
+        }
+      }
+    }
+    else if (cli != NULL && cdone) {
+      /* TLS 1.3: let the client read the server's post-handshake output */
+      char tmp[16];
+      if (SSL_read(cli, tmp, sizeof(tmp)) <= 0) ERR_clear_error();
+      break;
+    }
+  }
+  if (reason == NULL && !sdone) { reason = "incomplete"; snprintf(err, sizeof(err), "handshake did not finish"); }
+  if (reason == NULL && cli != NULL && cfail) { reason = "client"; side = "client"; snprintf(err, sizeof(err), "client failed"); }
+  if (reason == NULL) {
+    side = "post";
+    reason = pl_tls_post_check(t, srv, strcmp(remote, "unix") == 0 ? NULL : remote, err, sizeof(err));
+  }
+  if (reason != NULL) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, reason);
+    lua_pushstring(L, err);
+    lua_pushstring(L, side);
+    pl_tls_push_peer_names(L, srv);
+    i = 6;
+  }
+  else {
+    lua_pushboolean(L, 1);
+    pl_tls_push_info(L, srv);
+    pl_tls_push_peer_names(L, srv);
+    lua_pushboolean(L, pl_tls_post_check_may_block(t, srv, remote));
+    i = 5;
+  }
+  SSL_free(cli);
+  SSL_free(srv);
+  SSL_CTX_free(cctx);
+  ERR_clear_error();
+  return i;
+}
+
 static int tls_release_box (lua_State *L) {
   tlsbox *b = (tlsbox *)luaL_checkudata(L, 1, PL_TLSPOLICY_MT);
   pl_tls *t = b->t;
@@ -2029,6 +2180,7 @@ static const luaL_Reg tls_meta[] = {
 static const luaL_Reg tls_funcs[] = {
   {"tls_policy", tls_new},
   {"cipher_suites", tls_cipher_suites},
+  {"_tls_handshake", tls_handshake_test},
   {NULL, NULL}
 };
 
