@@ -143,10 +143,12 @@ local function spawn (cmd, logf)
 end
 
 local started = {}   -- pid -> true, every server process started and not yet stopped
+local all_pids = {}  -- every server process started (and its children), for the smoke spec
 
 local function stop (pid)
   if not pid or not started[pid] then return end
   local pids = tree(pid)
+  for _, p in ipairs(pids) do all_pids[#all_pids + 1] = p end
   os.execute("kill -TERM " .. pid .. " 2>/dev/null")
   for _ = 1, 60 do
     if not alive(pid) then break end
@@ -714,6 +716,9 @@ if opt.write then
   log("written %s/%s.md and %s/latest.md", opt.out, date, opt.out)
 end
 if opt.json then
-  local ok2, j = pcall(cjson.encode, { results = results, scen9 = scen9 and scen9.lines })
+  local byname = {}
+  for id, r in pairs(results) do byname[tostring(id)] = r end
+  local ok2, j = pcall(cjson.encode, { results = byname, scen9 = scen9 and scen9.lines, notes = notes,
+    pids = all_pids })
   if ok2 then writefile(opt.json, j) else log("json: %s", j) end
 end
