@@ -427,7 +427,7 @@ local function measure_idle (name, scen, seconds)
   run_client(client_cmd({ mode = "handshake", tls = "1.3", c = 2 }, inst.port, 0.3))
   socket.sleep(0.2)
   local rss0 = rss_kib(tree(inst.pid))
-  local hold = math.max(seconds, 1.5)
+  local hold = 1.0
   local p = io.popen(client_cmd(scen, inst.port, hold, "-c " .. n) .. " 2>&1")
   local line = p:read("l")
   local ready = tonumber(line and line:match("^ready (%d+)") or "")
