@@ -10,6 +10,7 @@
 #endif
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -99,22 +100,44 @@ static cert_scratch *cert_scratch_new (lua_State *L) {
 ** Failure helpers: each pushes nil, message, code and returns 3.
 ** --------------------------------------------------------------------- */
 
-/* "<what>: <first queued OpenSSL error>", code ECERT; clears the queue. */
-static int cert_sslfail (lua_State *L, const char *what) {
+/* "<what>: <first queued OpenSSL error>", code ECERT; clears the queue.
+** Every helper below first releases the scratch s (NULL: none), so a
+** failure never keeps a file descriptor or key until the next GC. */
+static int cert_sslfail (lua_State *L, cert_scratch *s, const char *what) {
   char buf[256];
   pl_ssl_errstr(buf, sizeof buf);
   ERR_clear_error();
+  if (s != NULL) cert_scratch_release(s);
   if (buf[0] == '\0')
     return pl_fail(L, "ECERT", "%s", what);
   return pl_fail(L, "ECERT", "%s: %s", what, buf);
 }
 
-/* Go-worded system error, "<op> <path>: <strerror>", libuv code name. */
-static int cert_oserror (lua_State *L, const char *op, const char *path,
-                         int err) {
+/* pl_fail after releasing the scratch s (may be NULL). */
+static int cert_fail (lua_State *L, cert_scratch *s, const char *code,
+                      const char *fmt, ...) {
+  va_list ap;
+  if (s != NULL) cert_scratch_release(s);
+  ERR_clear_error();
+  luaL_pushfail(L);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_pushstring(L, code);
+  return 3;
+}
+
+/* Go-worded system error, "<op> <path>: <reason>" (the C library's text
+** with a lower-case first letter, as Go prints errno), libuv code name. */
+static int cert_oserror (lua_State *L, cert_scratch *s, const char *op,
+                         const char *path, int err) {
   int uverr = uv_translate_sys_error(err);
-  return pl_fail(L, uv_err_name(uverr), "%s %s: %s", op, path,
-                 uv_strerror(uverr));
+  char reason[128];
+  snprintf(reason, sizeof reason, "%s", strerror(err));
+  if (reason[0] >= 'A' && reason[0] <= 'Z')   /* Go's wording: lower case */
+    reason[0] = (char)(reason[0] - 'A' + 'a');
+  if (s != NULL) cert_scratch_release(s);
+  return pl_fail(L, uv_err_name(uverr), "%s %s: %s", op, path, reason);
 }
 
 /* Password callback that refuses: encrypted keys fail instead of prompting. */
@@ -215,17 +238,17 @@ static int cert_keygen (lua_State *L) {
   ERR_clear_error();
   s->key = cert_keygen_of(type);
   if (s->key == NULL)
-    return cert_sslfail(L, "key generation failed");
+    return cert_sslfail(L, s, "key generation failed");
   s->bio = BIO_new(BIO_s_secmem());
   if (s->bio == NULL)
-    return cert_sslfail(L, "key encoding failed");
+    return cert_sslfail(L, s, "key encoding failed");
   if (EVP_PKEY_get_base_id(s->key) == EVP_PKEY_ED25519)
     ok = PEM_write_bio_PrivateKey(s->bio, s->key, NULL, NULL, 0, NULL, NULL);
   else
     ok = PEM_write_bio_PrivateKey_traditional(s->bio, s->key, NULL, NULL, 0,
                                               NULL, NULL);
   if (!ok)
-    return cert_sslfail(L, "key encoding failed");
+    return cert_sslfail(L, s, "key encoding failed");
   cert_push_bio(L, s->bio);
   cert_scratch_release(s);
   return 1;
@@ -278,7 +301,7 @@ static int cert_key_info (lua_State *L) {
   ERR_clear_error();
   s->key = cert_read_key(pem, len);
   if (s->key == NULL)
-    return cert_sslfail(L, "cannot parse private key");
+    return cert_sslfail(L, s, "cannot parse private key");
   cert_push_keyinfo(L, s->key);
   cert_scratch_release(s);
   return 1;
@@ -465,18 +488,18 @@ static int cert_create (lua_State *L) {
   ERR_clear_error();
   s->key = cert_read_key(keypem, keylen);
   if (s->key == NULL)
-    return cert_sslfail(L, "cannot parse private key");
+    return cert_sslfail(L, s, "cannot parse private key");
   if (icertpem != NULL) {
     s->chain = cert_read_chain(icertpem, icertlen);
     if (s->chain == NULL || sk_X509_num(s->chain) == 0)
-      return pl_fail(L, "ECERT", "cannot parse CA certificate: no PEM certificate found");
+      return cert_fail(L, s, "ECERT", "cannot parse CA certificate: no PEM certificate found");
     s->issuer = sk_X509_shift(s->chain);
     s->ikey = cert_read_key(ikeypem, ikeylen);
     if (s->ikey == NULL)
-      return cert_sslfail(L, "cannot parse CA private key");
+      return cert_sslfail(L, s, "cannot parse CA private key");
     if (EVP_PKEY_eq(X509_get0_pubkey(s->issuer), s->ikey) != 1) {
       ERR_clear_error();
-      return pl_fail(L, "ECERT", "CA private key does not match CA certificate");
+      return cert_fail(L, s, "ECERT", "CA private key does not match CA certificate");
     }
   }
   s->cert = X509_new();
@@ -485,7 +508,7 @@ static int cert_create (lua_State *L) {
       || BN_bin2bn(serial, sizeof serial, s->bn) == NULL
       || BN_to_ASN1_INTEGER(s->bn, X509_get_serialNumber(s->cert)) == NULL
       || !X509_set_version(s->cert, X509_VERSION_3))
-    return cert_sslfail(L, "cannot generate random number");
+    return cert_sslfail(L, s, "cannot generate random number");
   /* subject */
   {
     lua_Integer i, n;
@@ -503,7 +526,7 @@ static int cert_create (lua_State *L) {
         luaL_error(L, "subject[%d]: {name, value} expected", (int)i);
       if (!X509_NAME_add_entry_by_txt(name, k, MBSTRING_UTF8,
                                       (const unsigned char *)v, -1, -1, 0))
-        return cert_sslfail(L, "cannot generate x509 certificate: bad subject");
+        return cert_sslfail(L, s, "cannot generate x509 certificate: bad subject");
       lua_pop(L, 3);
     }
     lua_pop(L, 1);
@@ -513,42 +536,43 @@ static int cert_create (lua_State *L) {
       || ASN1_TIME_set(X509_getm_notBefore(s->cert), (time_t)notbefore) == NULL
       || ASN1_TIME_set(X509_getm_notAfter(s->cert), (time_t)notafter) == NULL
       || !X509_set_pubkey(s->cert, s->key))
-    return cert_sslfail(L, "cannot generate x509 certificate");
+    return cert_sslfail(L, s, "cannot generate x509 certificate");
   X509V3_set_ctx(&ctx, signer, s->cert, NULL, NULL, 0);
-  if (!cert_addext(s->cert, &ctx, NID_key_usage, lua_tostring(L, -3)))
-    return cert_sslfail(L, "cannot generate x509 certificate: key usage");
+  if (lua_rawlen(L, -3) > strlen("critical")
+      && !cert_addext(s->cert, &ctx, NID_key_usage, lua_tostring(L, -3)))
+    return cert_sslfail(L, s, "cannot generate x509 certificate: key usage");
   if (lua_rawlen(L, -2) > 0
       && !cert_addext(s->cert, &ctx, NID_ext_key_usage, lua_tostring(L, -2) + 1))
-    return cert_sslfail(L, "cannot generate x509 certificate: extended key usage");
+    return cert_sslfail(L, s, "cannot generate x509 certificate: extended key usage");
   if (!cert_addext(s->cert, &ctx, NID_basic_constraints,
                    is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE"))
-    return cert_sslfail(L, "cannot generate x509 certificate: basic constraints");
+    return cert_sslfail(L, s, "cannot generate x509 certificate: basic constraints");
   if ((is_ca || s->issuer != NULL)
       && !cert_addext(s->cert, &ctx, NID_subject_key_identifier, "hash"))
-    return cert_sslfail(L, "cannot generate x509 certificate: subject key identifier");
+    return cert_sslfail(L, s, "cannot generate x509 certificate: subject key identifier");
   if (s->issuer != NULL
       && !cert_addext(s->cert, &ctx, NID_authority_key_identifier, "keyid:always"))
-    return cert_sslfail(L, "cannot generate x509 certificate: authority key identifier");
+    return cert_sslfail(L, s, "cannot generate x509 certificate: authority key identifier");
   /* subject alternative names: DNS first, then IP addresses, as Go does */
   s->names = sk_GENERAL_NAME_new_null();
   if (s->names == NULL)
-    return cert_sslfail(L, "cannot generate x509 certificate");
+    return cert_sslfail(L, s, "cannot generate x509 certificate");
   sanpos = lua_gettop(L);
   if ((bad = cert_addnames(L, 1, "dns", 0, s)) != NULL
       || (bad = cert_addnames(L, 1, "ips", 1, s)) != NULL) {
     ERR_clear_error();
-    return pl_fail(L, "ECERT", "cannot generate x509 certificate: bad name \"%s\"", bad);
+    return cert_fail(L, s, "ECERT", "cannot generate x509 certificate: bad name \"%s\"", bad);
   }
   lua_settop(L, sanpos);
   if (sk_GENERAL_NAME_num(s->names) > 0
       && !X509_add1_ext_i2d(s->cert, NID_subject_alt_name, s->names, 0, 0))
-    return cert_sslfail(L, "cannot generate x509 certificate: subject alternative names");
+    return cert_sslfail(L, s, "cannot generate x509 certificate: subject alternative names");
   if (!X509_sign(s->cert, s->ikey != NULL ? s->ikey : s->key,
                  cert_digest_for(s->ikey != NULL ? s->ikey : s->key)))
-    return cert_sslfail(L, "cannot generate x509 certificate");
+    return cert_sslfail(L, s, "cannot generate x509 certificate");
   s->bio = BIO_new(BIO_s_mem());
   if (s->bio == NULL || !PEM_write_bio_X509(s->bio, s->cert))
-    return cert_sslfail(L, "cannot generate x509 certificate");
+    return cert_sslfail(L, s, "cannot generate x509 certificate");
   cert_push_bio(L, s->bio);
   cert_scratch_release(s);
   return 1;
@@ -785,10 +809,10 @@ static int cert_inspect (lua_State *L) {
   s->chain = cert_read_chain(pem, len);
   s->bio = BIO_new(BIO_s_mem());
   if (s->chain == NULL || s->bio == NULL)
-    return cert_sslfail(L, "cannot read certificates");
+    return cert_sslfail(L, s, "cannot read certificates");
   n = sk_X509_num(s->chain);
   if (n == 0)
-    return pl_fail(L, "ECERT", "no PEM certificate found");
+    return cert_fail(L, s, "ECERT", "no PEM certificate found");
   lua_createtable(L, n, 0);
   for (i = 0; i < n; i++) {
     cert_push_info(L, sk_X509_value(s->chain, i), s->bio);
@@ -807,13 +831,13 @@ static int cert_matches_key (lua_State *L) {
   ERR_clear_error();
   s->chain = cert_read_chain(cpem, clen);
   if (s->chain == NULL || sk_X509_num(s->chain) == 0)
-    return pl_fail(L, "ECERT", "no PEM certificate found");
+    return cert_fail(L, s, "ECERT", "no PEM certificate found");
   s->key = cert_read_key(kpem, klen);
   if (s->key == NULL)
-    return cert_sslfail(L, "cannot parse private key");
+    return cert_sslfail(L, s, "cannot parse private key");
   if (EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(s->chain, 0)), s->key) != 1) {
     ERR_clear_error();
-    return pl_fail(L, "ECERT", "tls: private key does not match public key");
+    return cert_fail(L, s, "ECERT", "tls: private key does not match public key");
   }
   cert_scratch_release(s);
   lua_pushboolean(L, 1);
@@ -838,28 +862,28 @@ static int cert_verify (lua_State *L) {
   ERR_clear_error();
   s->chain = cert_read_chain(cpem, clen);
   if (s->chain == NULL || sk_X509_num(s->chain) == 0)
-    return pl_fail(L, "ECERT", "no PEM certificate found");
+    return cert_fail(L, s, "ECERT", "no PEM certificate found");
   s->chain2 = cert_read_chain(capem, calen);
   if (s->chain2 == NULL || sk_X509_num(s->chain2) == 0)
-    return pl_fail(L, "ECERT", "no PEM certificate found in the CA file");
+    return cert_fail(L, s, "ECERT", "no PEM certificate found in the CA file");
   s->store = X509_STORE_new();
   s->ctx = X509_STORE_CTX_new();
   if (s->store == NULL || s->ctx == NULL)
-    return cert_sslfail(L, "cannot verify");
+    return cert_sslfail(L, s, "cannot verify");
   for (i = 0; i < sk_X509_num(s->chain2); i++)
     if (!X509_STORE_add_cert(s->store, sk_X509_value(s->chain2, i)))
-      return cert_sslfail(L, "cannot load CA certificate");
+      return cert_sslfail(L, s, "cannot load CA certificate");
   leaf = sk_X509_value(s->chain, 0);
   if (!X509_STORE_CTX_init(s->ctx, s->store, leaf, s->chain))
-    return cert_sslfail(L, "cannot verify");
+    return cert_sslfail(L, s, "cannot verify");
   if (purpose != 0
       && !X509_STORE_CTX_set_purpose(s->ctx, purpose == 1 ? X509_PURPOSE_SSL_SERVER
                                                            : X509_PURPOSE_SSL_CLIENT))
-    return cert_sslfail(L, "cannot verify");
+    return cert_sslfail(L, s, "cannot verify");
   if (X509_verify_cert(s->ctx) != 1) {
     int err = X509_STORE_CTX_get_error(s->ctx);
     ERR_clear_error();
-    return pl_fail(L, "ECERT", "%s", X509_verify_cert_error_string(err));
+    return cert_fail(L, s, "ECERT", "%s", X509_verify_cert_error_string(err));
   }
   cert_scratch_release(s);
   lua_pushboolean(L, 1);
@@ -910,7 +934,7 @@ static int cert_stat (lua_State *L) {
   struct stat st;
   char ms[24];
   if (stat(path, &st) != 0)
-    return cert_oserror(L, "stat", path, errno);
+    return cert_oserror(L, NULL, "stat", path, errno);
   lua_createtable(L, 0, 4);
   lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory"
                     : S_ISREG(st.st_mode) ? "file" : "other");
@@ -944,10 +968,10 @@ static int cert_mkdir_all (lua_State *L) {
       lua_pushboolean(L, 1);
       return 1;
     }
-    return cert_oserror(L, "mkdir", path, ENOTDIR);
+    return cert_oserror(L, NULL, "mkdir", path, ENOTDIR);
   }
   if (len >= sizeof buf)
-    return cert_oserror(L, "mkdir", path, ENAMETOOLONG);
+    return cert_oserror(L, NULL, "mkdir", path, ENAMETOOLONG);
   memcpy(buf, path, len + 1);
   for (p = buf + 1; ; p++) {
     if (*p == '/' || *p == '\0') {
@@ -956,11 +980,11 @@ static int cert_mkdir_all (lua_State *L) {
       if (p[-1] != '/' && mkdir(buf, mode) != 0) {
         int err = errno;
         if (err != EEXIST)
-          return cert_oserror(L, "mkdir", buf, err);
+          return cert_oserror(L, NULL, "mkdir", buf, err);
         if (stat(buf, &st) != 0)
-          return cert_oserror(L, "stat", buf, errno);
+          return cert_oserror(L, NULL, "stat", buf, errno);
         if (!S_ISDIR(st.st_mode))
-          return cert_oserror(L, "mkdir", buf, ENOTDIR);
+          return cert_oserror(L, NULL, "mkdir", buf, ENOTDIR);
       }
       *p = c;
       if (c == '\0') break;
@@ -977,10 +1001,10 @@ static int cert_probe_dir (lua_State *L) {
   const char *path = lua_pushfstring(L, "%s/.touch", dir);
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
-    return cert_oserror(L, "open", path, errno);
+    return cert_oserror(L, NULL, "open", path, errno);
   close(fd);
   if (unlink(path) != 0)
-    return cert_oserror(L, "remove", path, errno);
+    return cert_oserror(L, NULL, "remove", path, errno);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -993,28 +1017,28 @@ static int cert_read_file (lua_State *L) {
   struct stat st;
   s->fd = open(path, O_RDONLY | O_CLOEXEC);
   if (s->fd < 0)
-    return cert_oserror(L, "open", path, errno);
+    return cert_oserror(L, s, "open", path, errno);
   if (fstat(s->fd, &st) == 0 && S_ISDIR(st.st_mode))
-    return cert_oserror(L, "read", path, EISDIR);
+    return cert_oserror(L, s, "read", path, EISDIR);
   s->buf = (char *)malloc(cap);
   if (s->buf == NULL)
-    return cert_oserror(L, "read", path, ENOMEM);
+    return cert_oserror(L, s, "read", path, ENOMEM);
   for (;;) {
     ssize_t n;
     if (used == cap) {
       char *nb;
       if (cap >= CERT_MAX_FILE)
-        return cert_oserror(L, "read", path, EFBIG);
+        return cert_oserror(L, s, "read", path, EFBIG);
       nb = (char *)realloc(s->buf, cap * 2);
       if (nb == NULL)
-        return cert_oserror(L, "read", path, ENOMEM);
+        return cert_oserror(L, s, "read", path, ENOMEM);
       s->buf = nb;
       cap *= 2;
     }
     n = read(s->fd, s->buf + used, cap - used);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return cert_oserror(L, "read", path, errno);
+      return cert_oserror(L, s, "read", path, errno);
     }
     if (n == 0) break;
     used += (size_t)n;
@@ -1041,7 +1065,7 @@ static int write_file_atomic (lua_State *L) {
   const char *base = slash ? slash + 1 : path;
   int fd = -1, tries, err, dfd;
   if (plen + 32 >= sizeof tmp)
-    return cert_oserror(L, "open", path, ENAMETOOLONG);
+    return cert_oserror(L, NULL, "open", path, ENAMETOOLONG);
   if (slash == NULL) strcpy(dir, ".");
   else if (slash == path) strcpy(dir, "/");
   else {
@@ -1051,17 +1075,17 @@ static int write_file_atomic (lua_State *L) {
   for (tries = 0; tries < 16 && fd < 0; tries++) {
     unsigned char rnd[6];
     if (RAND_bytes(rnd, sizeof rnd) != 1)
-      return cert_sslfail(L, "cannot generate random number");
+      return cert_sslfail(L, NULL, "cannot generate random number");
     if (snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%02x%02x%02x%02x%02x%02x",
                  dir, base, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5])
         >= (int)sizeof tmp)
-      return cert_oserror(L, "open", path, ENAMETOOLONG);
+      return cert_oserror(L, NULL, "open", path, ENAMETOOLONG);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd < 0 && errno != EEXIST)
-      return cert_oserror(L, "open", path, errno);
+      return cert_oserror(L, NULL, "open", path, errno);
   }
   if (fd < 0)
-    return cert_oserror(L, "open", path, EEXIST);
+    return cert_oserror(L, NULL, "open", path, EEXIST);
   while (off < len) {
     ssize_t n = write(fd, data + off, len - off);
     if (n < 0) {
@@ -1083,7 +1107,7 @@ static int write_file_atomic (lua_State *L) {
   if (rename(tmp, path) != 0) {
     err = errno;
     unlink(tmp);
-    return cert_oserror(L, "rename", path, err);
+    return cert_oserror(L, NULL, "rename", path, err);
   }
   dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
@@ -1095,14 +1119,14 @@ static int write_file_atomic (lua_State *L) {
 fail_write:
   if (fd >= 0) close(fd);
   unlink(tmp);
-  return cert_oserror(L, "write", path, err);
+  return cert_oserror(L, NULL, "write", path, err);
 }
 
 /* core.cert_cwd() -> current directory | nil, msg, code */
 static int cert_cwd (lua_State *L) {
   char buf[PATH_MAX];
   if (getcwd(buf, sizeof buf) == NULL)
-    return cert_oserror(L, "getwd", ".", errno);
+    return cert_oserror(L, NULL, "getwd", ".", errno);
   lua_pushstring(L, buf);
   return 1;
 }

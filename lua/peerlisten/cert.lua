@@ -441,7 +441,7 @@ local PURPOSES = { any = true, server = true, client = true }
 -- @treturn[1] true
 -- @treturn[2] nil
 -- @treturn[2] string OpenSSL's reason, e.g. "unable to get local issuer certificate",
---   "certificate has expired", "unsupported certificate purpose"
+--   "certificate has expired", "unsuitable certificate purpose"
 -- @treturn[2] string "ECERT" (or a libuv error name when a file cannot be read)
 function M.verify(cert, ca_file, purpose)
   if type(cert) ~= "string" or type(ca_file) ~= "string" then
@@ -585,11 +585,18 @@ function M.issue(opts)
   local ca_key_pem
   ca_key_pem, err, code = load(ca_key)
   if not ca_key_pem then return nil, err, code end
+  if not core.cert_key_info(ca_key_pem) then
+    local _, e = core.cert_key_info(ca_key_pem)
+    return nil, "cannot parse CA private key: " .. e, "ECERT"
+  end
   local list
   list, err, code = core.cert_inspect(ca_pem)
   if not list then return nil, "issue: CA certificate: " .. err, code end
   local now = os.time()
   if not list[1].is_ca then return nil, "issue: the CA certificate is not a CA (CA:FALSE)", "ECERT" end
+  if not core.cert_matches_key(ca_pem, ca_key_pem) then
+    return nil, "CA private key does not match CA certificate", "ECERT"
+  end
   if list[1].not_after <= now then
     return nil, "issue: the CA certificate expired at " .. rfc3339(list[1].not_after), "ECERT"
   end
