@@ -66,7 +66,8 @@ for _, o in ipairs(OPTIONS) do
   BY_FLAG[opt.flag] = opt
   o.opt = opt
 end
-BY_FLAG["experimental-peer-skip-client-san-verification"] = BY_KEY["peer_transport_security.skip_client_san_verification"]
+BY_FLAG["experimental-peer-skip-client-san-verification"] =
+  BY_KEY["peer_transport_security.skip_client_san_verification"]
 
 --- Other flags etcd knows (kept and ignored). `true` marks boolean flags.
 local OTHER_FLAGS = {

@@ -296,12 +296,7 @@ function M.configure_peer_listeners(cfg, opts)
     end
     return nil, e, ecode
   end
-  local hook
-  if log.is_logger(logger) then
-    hook = logger:hook()
-  else
-    hook = function(level, msg, fields) (logger[level] or logger.warn)(logger, msg, fields) end
-  end
+  local hook = logger:hook()
   for _, s in ipairs(cfg.listen_peer_urls) do
     local u = assert(url.parse(s))
     if u.scheme == "http" then

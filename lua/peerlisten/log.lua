@@ -363,7 +363,7 @@ function M.wrap(l)
     return self
   end
   if type(l) == "table" and type(l.warn) == "function" and type(l.info) == "function" then
-    return l
+    return M.wrap(function(level, msg, fields) (l[level] or l.warn)(l, msg, fields) end)
   end
   error("logger expected (peerlisten.log logger, function or nil), got " .. type(l), 3)
 end
