@@ -440,7 +440,8 @@ describe("peerlisten.cert", function()
         assert.matches("Subject: CN = n1\n", text)
         assert.matches("Issuer: CN = peerlisten%-ca\n", text)
         assert.matches("X509v3 Key Usage: critical\n%s+Digital Signature, Key Encipherment\n", text)
-        assert.matches("X509v3 Extended Key Usage: ?\n%s+TLS Web Server Authentication, TLS Web Client Authentication\n",
+        assert.matches("X509v3 Extended Key Usage: ?\n%s+TLS Web Server Authentication, "
+          .. "TLS Web Client Authentication\n",
           text)
         assert.matches("X509v3 Basic Constraints: critical\n%s+CA:FALSE\n", text)
         assert.matches("X509v3 Authority Key Identifier", text)
@@ -452,7 +453,9 @@ describe("peerlisten.cert", function()
       end)
 
       it("is accepted by openssl verify against its CA, for server and client use", function()
-        local function ov(args) return sh("openssl verify " .. args .. " -CAfile " .. q(ca) .. " " .. q(m) .. " 2>&1") end
+        local function ov(args)
+          return sh("openssl verify " .. args .. " -CAfile " .. q(ca) .. " " .. q(m) .. " 2>&1")
+        end
         assert.equal(m .. ": OK\n", ov(""))
         assert.equal(m .. ": OK\n", ov("-purpose sslserver"))
         assert.equal(m .. ": OK\n", ov("-purpose sslclient"))
@@ -546,7 +549,8 @@ describe("peerlisten.cert", function()
 
       it("parses names with several attributes", function()
         local now = os.time()
-        local pem = assert(core.cert_create { key = core.cert_keygen("ecdsa-p256"), not_before = now, not_after = now + 60,
+        local pem = assert(core.cert_create { key = core.cert_keygen("ecdsa-p256"),
+          not_before = now, not_after = now + 60,
           subject = { { "C", "DE" }, { "O", "acme" }, { "OU", "a" }, { "OU", "b" }, { "CN", "x,y" } },
           key_usage = { "digitalSignature" }, ext_key_usage = {} })
         local info = cert.inspect(pem)
