@@ -324,21 +324,23 @@ static void logent_free (logent *e) {
   }
 }
 
-/* Pushes {level=, msg=, fields={...}} for one entry. */
-static void logent_push (lua_State *L, const logent *e) {
+/* Pushes {level=, msg=, fields={...}} for one entry, or with flat set the
+** fields beside level and msg: {level=, msg=, ["cert-file"]=, ...} (the
+** pending-log form of the peerlisten.h contract). */
+static void logent_push (lua_State *L, const logent *e, int flat) {
   int i;
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 3 + e->nf);
   lua_pushstring(L, e->level ? e->level : "warn");
   lua_setfield(L, -2, "level");
   lua_pushstring(L, e->msg ? e->msg : "");
   lua_setfield(L, -2, "msg");
-  lua_createtable(L, 0, e->nf);
+  if (!flat) lua_createtable(L, 0, e->nf);
   for (i = 0; i < e->nf; i++) {
     if (e->kv[i * 2] == NULL) continue;
     lua_pushstring(L, e->kv[i * 2 + 1] ? e->kv[i * 2 + 1] : "");
     lua_setfield(L, -2, e->kv[i * 2]);
   }
-  lua_setfield(L, -2, "fields");
+  if (!flat) lua_setfield(L, -2, "fields");
 }
 
 /* Queues a runtime warning (any thread; takes mu). */
@@ -1379,7 +1381,7 @@ void pl_tls_push_pending_logs (lua_State *L, pl_tls *t) {
   if (list == NULL) { lua_pushnil(L); return; }
   lua_newtable(L);
   for (e = list; e != NULL; e = e->next) {
-    logent_push(L, e);
+    logent_push(L, e, 1);
     lua_rawseti(L, -2, ++i);
   }
   logent_free(list);
@@ -1814,7 +1816,7 @@ static int tls_new (lua_State *L) {
   }
   lua_newtable(L);
   for (w = t->warnings; w != NULL; w = w->next) {
-    logent_push(L, w);
+    logent_push(L, w, 0);
     lua_rawseti(L, -2, ++i);
   }
   return 2;
@@ -1921,7 +1923,7 @@ static int tls_warnings (lua_State *L) {
   int i = 0;
   lua_newtable(L);
   for (w = t->warnings; w != NULL; w = w->next) {
-    logent_push(L, w);
+    logent_push(L, w, 0);
     lua_rawseti(L, -2, ++i);
   }
   return 1;
