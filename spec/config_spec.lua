@@ -157,7 +157,8 @@ describe("peerlisten.config", function()
       assert.same({
         'unknown configuration key "listen-peer-url" (did you mean listen-peer-urls?)',
         'unknown configuration key "peer-cert-file" (did you mean peer-transport-security.cert-file?)',
-        'unknown configuration key "peer-transport-security.cert-fil" (did you mean peer-transport-security.cert-file?)',
+        'unknown configuration key "peer-transport-security.cert-fil" '
+          .. "(did you mean peer-transport-security.cert-file?)",
         'unknown configuration key "peer-transport-security.key_file" (did you mean peer-transport-security.key-file?)',
         'unknown configuration key "totally-unrelated-thing"',
       }, texts)
@@ -263,7 +264,8 @@ describe("peerlisten.config", function()
 
     it("reports env errors with the variable name", function()
       fails("ECONFIG", 'invalid value "http://127.0.0.1" for ETCD_LISTEN_PEER_URLS: URL address does not have '
-        .. 'the form "host:port": http://127.0.0.1', config.load { env = { ETCD_LISTEN_PEER_URLS = "http://127.0.0.1" } })
+        .. 'the form "host:port": http://127.0.0.1',
+        config.load { env = { ETCD_LISTEN_PEER_URLS = "http://127.0.0.1" } })
     end)
 
     it("raises raft timeouts below 5 s to 5 s, as etcd", function()

@@ -66,6 +66,11 @@ end
 
 describe("peerlisten.configure_peer_listeners", function()
   local dir, baseline
+  setup(function()
+    -- lazily created loop resources (thread pool, resolver) exist before the baselines
+    local l = assert(peerlisten.listen { url = "http://localhost:0" })
+    l:close()
+  end)
   before_each(function()
     collectgarbage()
     baseline = helper.fd_count()
@@ -99,7 +104,7 @@ describe("peerlisten.configure_peer_listeners", function()
 
     it("logs configuring socket options when set", function()
       local logger = log.capture()
-      local peers <close> = assert(peerlisten.configure_peer_listeners({
+      local _ <close> = assert(peerlisten.configure_peer_listeners({
         listen_peer_urls = "http://127.0.0.1:0", socket_options = { reuse_port = true },
       }, { logger = logger }))
       assert.same({ "configuring socket options", "configuring peer listeners" }, msgs(logger))
@@ -117,7 +122,7 @@ describe("peerlisten.configure_peer_listeners", function()
     it("warns about http URLs while cert files and client-cert auth are set", function()
       local logger = log.capture()
       local url = "http://127.0.0.1:" .. free_port()
-      local peers <close> = assert(peerlisten.configure_peer_listeners({
+      local _ <close> = assert(peerlisten.configure_peer_listeners({
         listen_peer_urls = { url },
         peer_transport_security = { cert_file = certp, key_file = keyp, client_cert_auth = true,
           trusted_ca_file = certp },
@@ -153,7 +158,8 @@ describe("peerlisten.configure_peer_listeners", function()
     it("rejects an unknown cipher suite even for http only", function()
       local logger = log.capture()
       local peers, err, code = peerlisten.configure_peer_listeners({
-        listen_peer_urls = "http://127.0.0.1:0", cipher_suites = { "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_BOGUS" },
+        listen_peer_urls = "http://127.0.0.1:0",
+        cipher_suites = { "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_BOGUS" },
       }, { logger = logger })
       assert.is_nil(peers)
       assert.equal('unexpected TLS cipher suite "TLS_BOGUS"', err)
@@ -255,13 +261,15 @@ describe("peerlisten.configure_peer_listeners", function()
       local cfg = { listen_peer_urls = { "https://127.0.0.1:" .. port }, data_dir = dir .. "/n1.etcd",
         peer_transport_security = { auto_tls = true, client_cert_auth = false } }
       local logger = log.capture()
-      local peers = assert(peerlisten.configure_peer_listeners(cfg, { logger = logger, key_type = "ecdsa-p256" }))
+      local peers <close> = assert(peerlisten.configure_peer_listeners(cfg,
+        { logger = logger, key_type = "ecdsa-p256" }))
       local certp = dir .. "/n1.etcd/fixtures/peer/cert.pem"
       assert.truthy(io.open(certp)):close()
       assert.equal(1, #logger:find("starting with peer TLS"))
       peers:serve(handler)
       assert.equal(1, #logger:find("serving peer traffic"))
-      local pid, out = background(("curl -sS --max-time 5 --cacert %s https://127.0.0.1:%d/health"):format(certp, port),
+      local pid, out = background(("curl -sS --http1.1 --max-time 5 --cacert %s https://127.0.0.1:%d/health")
+        :format(certp, port),
         dir)
       assert.is_true(wait_pid(pid, 8))
       assert.equal("ok", read(out))
@@ -269,7 +277,7 @@ describe("peerlisten.configure_peer_listeners", function()
       local serial = peerlisten.cert.inspect(certp).serial
 
       local logger2 = log.capture()
-      local peers2 <close> = assert(peerlisten.configure_peer_listeners(cfg, { logger = logger2,
+      local _ <close> = assert(peerlisten.configure_peer_listeners(cfg, { logger = logger2,
         key_type = "ecdsa-p256" }))
       assert.equal(0, #logger2:find("created cert file"))
       assert.equal(serial, peerlisten.cert.inspect(certp).serial)
@@ -279,13 +287,13 @@ describe("peerlisten.configure_peer_listeners", function()
       local ca = assert(peerlisten.cert.self_signed { dir = dir .. "/ca", hosts = { "127.0.0.1" },
         key_type = "ecdsa-p256" })
       local logger = log.capture()
-      local peers <close> = assert(peerlisten.configure_peer_listeners({
+      local _ <close> = assert(peerlisten.configure_peer_listeners({
         listen_peer_urls = { "https://127.0.0.1:0" }, data_dir = dir .. "/n2.etcd",
         peer_transport_security = { auto_tls = true, client_cert_auth = true, trusted_ca_file = ca,
           client_cert_file = ca, client_key_file = dir .. "/ca/key.pem" },
       }, { logger = logger, key_type = "ecdsa-p256" }))
       local info = logger:find("starting with peer TLS")[1].fields["tls-info"]
-      assert.matches("trusted-ca = " .. ca:gsub("%p", "%%%0"), info)
+      assert.truthy(info:find("trusted-ca = " .. ca, 1, true))
       assert.matches("client-cert-auth = true", info, 1, true)
       local dropped = logger:find("ignoring peer TLS setting replaced by auto TLS", "warn")
       assert.equal(2, #dropped)

@@ -51,7 +51,8 @@ describe("peerlisten.log", function()
     it("writes console lines", function()
       local lines = {}
       log.clock = function() return 0 end
-      local l = assert(log.new { format = "console", caller = false, sink = function(line) lines[#lines + 1] = line end })
+      local l = assert(log.new { format = "console", caller = false,
+        sink = function(line) lines[#lines + 1] = line end })
       l:warn("closing peer listener", { address = "a" })
       assert.equal('1970-01-01T00:00:00.000000Z\tWARN\t-\tclosing peer listener\t{"address":"a"}', lines[1])
     end)

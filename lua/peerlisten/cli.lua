@@ -160,7 +160,8 @@ local function cmd_serve(args, out, err, env)
   end
   config.log_notes(cfg, logger)
   peerlisten.core.set_log_hook(logger:hook())
-  local peers, perr = peerlisten.configure_peer_listeners(cfg, { logger = logger })
+  -- the probe responder speaks HTTP/1.1: offer that in ALPN instead of etcd's h2
+  local peers, perr = peerlisten.configure_peer_listeners(cfg, { logger = logger, tls = { alpn = { "http/1.1" } } })
   if not peers then
     err("peerlisten serve: ", perr, "\n")
     logger:close()

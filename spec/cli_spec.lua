@@ -1,0 +1,274 @@
+local peerlisten = require "peerlisten"
+local cli = require "peerlisten.cli"
+local serve = require "peerlisten.serve"
+local helper = require "helper"
+local cjson = require "cjson"
+
+local function buffer()
+  local b = { parts = {} }
+  function b:write(...)
+    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
+    return self
+  end
+  function b:text() return table.concat(self.parts) end
+  return b
+end
+
+local function run(args, env)
+  local out, err = buffer(), buffer()
+  local rc = cli.main(args, { stdout = out, stderr = err, env = env or {} })
+  return rc, out:text(), err:text()
+end
+
+local function free_port()
+  local l = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
+  local _, port = l:addr()
+  l:close()
+  return port
+end
+
+local function read(path)
+  local fh = io.open(path)
+  if not fh then return nil end
+  local s = fh:read("a")
+  fh:close()
+  return s
+end
+
+local function sleep(s) os.execute("sleep " .. s) end
+
+describe("peerlisten.cli", function()
+  local dir
+  before_each(function() dir = helper.tmpdir() end)
+  after_each(function() helper.rmdir(dir) end)
+
+  describe("usage", function()
+    it("prints help on stdout with exit 0, everywhere", function()
+      for _, args in ipairs { { "--help" }, { "help" }, { "serve", "--help" }, { "check", "-h" },
+        { "cert", "--help" }, { "inspect", "--help" }, { "help", "check" } } do
+        local rc, out, err = run(args)
+        assert.equal(0, rc, table.concat(args, " "))
+        assert.matches("Usage: peerlisten", out)
+        assert.equal("", err)
+      end
+    end)
+
+    it("exits 2 with a message on stderr for usage errors", function()
+      for _, args in ipairs { {}, { "frobnicate" }, { "serve", "--bogus" }, { "check", "--name" },
+        { "inspect" }, { "cert", "--nope" } } do
+        local rc, out, err = run(args)
+        assert.equal(2, rc, table.concat(args, " "))
+        assert.equal("", out)
+        assert.not_equal("", err)
+      end
+    end)
+
+    it("prints the version", function()
+      local rc, out = run { "--version" }
+      assert.equal(0, rc)
+      assert.equal("peerlisten scm-1\n", out)
+    end)
+  end)
+
+  describe("check", function()
+    it("passes a good configuration, in text and JSON", function()
+      local url = "http://127.0.0.1:" .. free_port()
+      local rc, out, err = run { "check", "--listen-peer-urls", url, "--data-dir", dir }
+      assert.equal(0, rc, err)
+      assert.matches("ok: " .. url:gsub("%p", "%%%0") .. " can be bound", out)
+      assert.matches("PASS: etcd would start its peer listeners with this configuration", out, 1, true)
+      assert.equal("", err)
+      rc, out = run { "check", "--json", "--listen-peer-urls", url, "--data-dir", dir }
+      assert.equal(0, rc)
+      local j = cjson.decode(out)
+      assert.is_true(j.ok)
+      assert.equal(url, j.listeners[1].url)
+      assert.same({}, j.warnings)
+    end)
+
+    it("fails a bad configuration with the reason, in text and JSON", function()
+      local rc, out, err = run { "check", "--listen-peer-urls", "http://example.com:2380" }
+      assert.equal(1, rc)
+      assert.matches("FAIL: expected IP in URL for binding (http://example.com:2380)", out, 1, true)
+      assert.matches("expected IP in URL for binding", err, 1, true)
+      rc, out = run { "check", "--json", "--listen-peer-urls", "https://127.0.0.1:" .. free_port() }
+      assert.equal(1, rc)
+      local j = cjson.decode(out)
+      assert.is_false(j.ok)
+      assert.matches("KeyFile and CertFile are not presented", j.error, 1, true)
+      assert.equal("ETLSCONFIG", j.code)
+    end)
+
+    it("fails when a port is taken", function()
+      local holder = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
+      local _, port = holder:addr()
+      local rc, out = run { "check", "--listen-peer-urls", "http://127.0.0.1:" .. port }
+      holder:close()
+      assert.equal(1, rc)
+      assert.matches("address already in use", out, 1, true)
+    end)
+
+    it("lists warnings and explains every value with --explain", function()
+      local path = dir .. "/etcd.yml"
+      local fh = assert(io.open(path, "w"))
+      fh:write("listen-peer-urls: http://127.0.0.1:", free_port(), "\ndata-dir: ", dir,
+        "\npeer-transport-security:\n  cert-fil: x\n")
+      fh:close()
+      local rc, out = run { "check", "--explain", "--config-file", path }
+      assert.equal(0, rc)
+      assert.matches('warn: unknown configuration key "peer-transport-security.cert-fil" '
+        .. "(did you mean peer-transport-security.cert-file?)", out, 1, true)
+      assert.matches("listen%-peer%-urls%s+%[http://127.0.0.1:%d+%]%s+file " .. path:gsub("%p", "%%%0"), out)
+      assert.matches("tls%-min%-version%s+TLS1.2%s+default", out)
+    end)
+
+    it("passes an auto-TLS configuration and checks the generated certificate", function()
+      local rc, out = run { "check", "--json", "--listen-peer-urls", "https://127.0.0.1:" .. free_port(),
+        "--peer-auto-tls", "--data-dir", dir }
+      assert.equal(0, rc, out)
+      local j = cjson.decode(out)
+      assert.is_true(j.ok)
+      assert.is_true(j.listeners[1].tls)
+      assert.equal(1, #j.certificates)
+    end)
+  end)
+
+  describe("cert and inspect", function()
+    it("creates etcd's auto-TLS pair and inspects it", function()
+      local rc, out, err = run { "cert", "--dir", dir .. "/p", "--hosts", "127.0.0.1,localhost",
+        "--key-type", "ecdsa-p256" }
+      assert.equal(0, rc, err)
+      local certp = out:match("cert: (%S+)")
+      assert.truthy(read(certp))
+      rc, out = run { "inspect", certp }
+      assert.equal(0, rc)
+      assert.matches("O=etcd", out, 1, true)
+      rc, out = run { "inspect", "--json", certp }
+      assert.equal(0, rc)
+      assert.is_table(cjson.decode(out))
+      rc, out, err = run { "inspect", dir .. "/missing.pem" }
+      assert.equal(1, rc)
+      assert.equal("", out)
+      assert.matches("missing.pem", err, 1, true)
+    end)
+  end)
+
+  describe("probe responder", function()
+    -- a fake connection fed with chunks
+    local function fake(chunks)
+      local c = { written = {}, closed = false }
+      function c.read() return table.remove(chunks, 1) end
+      function c:write(s) self.written[#self.written + 1] = s; return true end
+      function c:close() self.closed = true end
+      return c
+    end
+
+    it("answers /health, /version and 404 with keep-alive and pipelining in one write", function()
+      local c = fake { "GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /version HTTP/1.1\r\n\r\n"
+        .. "GET /nope HTTP/1.1\r\n\r\n" }
+      serve.handler()(c)
+      assert.equal(1, #c.written)
+      local w = c.written[1]
+      assert.matches('^HTTP/1.1 200 OK\r\nContent%-Type: application/json\r\nContent%-Length: 17\r\n\r\n'
+        .. '{"health":"true"}', w)
+      assert.matches('"peerlisten":"scm-1"', w, 1, true)
+      assert.matches("HTTP/1.1 404 Not Found", w, 1, true)
+      assert.is_true(c.closed)
+    end)
+
+    it("handles split requests, bodies, Connection: close, HTTP/1.0 and garbage", function()
+      local c = fake { "GET /hea", "lth HTTP/1.1\r\n", "\r\n", "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nab",
+        "cGET /health HTTP/1.1\r\nConnection: close\r\n\r\nGET /health HTTP/1.1\r\n\r\n" }
+      serve.handler()(c)
+      assert.equal(3, #c.written)
+      assert.matches("^HTTP/1.1 200 OK", c.written[1])
+      assert.matches("^HTTP/1.1 405", c.written[2])
+      assert.matches("Connection: close", c.written[3], 1, true)
+      c = fake { "GET /health HTTP/1.0\r\n\r\n", "GET /health HTTP/1.0\r\n\r\n" }
+      serve.handler()(c)
+      assert.equal(1, #c.written)
+      c = fake { "hello\r\n\r\n" }
+      serve.handler()(c)
+      assert.matches("^HTTP/1.1 400", c.written[1])
+    end)
+  end)
+
+  describe("serve #interop", function()
+    local function have(tool) return os.execute("command -v " .. tool .. " >/dev/null 2>&1") == true end
+
+    -- Starts bin/peerlisten serve in the background; returns its pid and files.
+    local function start(args)
+      local pidf, rcf, logf = dir .. "/pid", dir .. "/rc", dir .. "/log"
+      local cmd = ("cd %s && (lua5.4 bin/peerlisten serve %s 2>%s & echo $! >%s; wait $!; echo $? >%s) "
+        .. ">/dev/null 2>&1 &"):format(helper.sh("pwd"):gsub("%s+$", ""), args, logf, pidf, rcf)
+      os.execute(cmd)
+      local pid
+      for _ = 1, 100 do
+        pid = tonumber(read(pidf) or "")
+        if pid then break end
+        sleep(0.02)
+      end
+      return pid, rcf, logf
+    end
+
+    local function wait_log(logf, pattern)
+      for _ = 1, 250 do
+        local s = read(logf) or ""
+        if s:find(pattern, 1, true) then return s end
+        sleep(0.02)
+      end
+      return read(logf)
+    end
+
+    local function stop(pid, rcf)
+      os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+      for _ = 1, 250 do
+        local rc = read(rcf)
+        if rc and rc:match("%d") then return tonumber(rc:match("%d+")) end
+        sleep(0.02)
+      end
+      os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+      return nil
+    end
+
+    it("answers /health over http and https and exits 0 on SIGTERM", function()
+      if not have("curl") then
+        pending("curl is not installed")
+        return
+      end
+      local p1, p2 = free_port(), free_port()
+      local pid, rcf, logf = start(("--listen-peer-urls http://127.0.0.1:%d,https://127.0.0.1:%d "
+        .. "--peer-auto-tls --data-dir %s/n1.etcd"):format(p1, p2, dir))
+      assert.truthy(pid)
+      local logs = wait_log(logf, "serving peer traffic\",\"address\":\"127.0.0.1:" .. p2)
+      assert.matches('"msg":"configuring peer listeners"', logs, 1, true)
+      local body = helper.sh(("curl -sS --max-time 5 http://127.0.0.1:%d/health"):format(p1))
+      assert.equal('{"health":"true"}', body)
+      body = helper.sh(("curl -sS --max-time 5 --cacert %s/n1.etcd/fixtures/peer/cert.pem https://127.0.0.1:%d/health")
+        :format(dir, p2))
+      assert.equal('{"health":"true"}', body)
+      local code = helper.sh(("curl -s -o /dev/null -w '%%{http_code}' --max-time 5 http://127.0.0.1:%d/x"):format(p1))
+      assert.equal("404", code)
+      local rc = stop(pid, rcf)
+      assert.equal(0, rc, read(logf))
+      logs = read(logf)
+      assert.matches('"msg":"stopped serving peer traffic"', logs, 1, true)
+    end)
+
+    it("exits 1 with the reason when a listener cannot be created", function()
+      local holder = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
+      local _, port = holder:addr()
+      local pid, rcf, logf = start("--listen-peer-urls http://127.0.0.1:" .. port)
+      local rc
+      for _ = 1, 250 do
+        rc = read(rcf)
+        if rc and rc:match("%d") then break end
+        sleep(0.02)
+      end
+      holder:close()
+      if not (rc and rc:match("%d")) then os.execute("kill -KILL " .. pid) end
+      assert.equal("1", rc:match("%d+"))
+      assert.matches("address already in use", read(logf), 1, true)
+    end)
+  end)
+end)
