@@ -175,11 +175,12 @@ local function cmd_serve(args, out, err, env)
   local hint = peerlisten.core.on_signal("SIGINT", on_signal)
   local hterm = peerlisten.core.on_signal("SIGTERM", on_signal)
   peers:serve(serve.handler { logger = logger })
-  while not got do
-    peerlisten.run()
-    if not got then break end
+  peerlisten.run()
+  if got then
+    logger:info("received signal; shutting down", { signal = got == "SIGINT" and "interrupt" or "terminated" })
+  else
+    logger:error("event loop ended without a signal; shutting down")
   end
-  logger:info("received signal; shutting down", { signal = got == "SIGINT" and "interrupt" or "terminated" })
   logger:info("closing peer listeners", { name = cfg.name, ["data-dir"] = cfg.data_dir })
   peers:close(1)
   logger:info("closed peer listeners", { name = cfg.name, ["data-dir"] = cfg.data_dir })
@@ -187,8 +188,7 @@ local function cmd_serve(args, out, err, env)
   hterm:close()
   peerlisten.core.set_log_hook(nil)
   logger:close()
-  out("")
-  return 0
+  return got and 0 or 1
 end
 
 -- check --------------------------------------------------------------------

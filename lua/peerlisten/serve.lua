@@ -45,38 +45,38 @@ local function build(version)
   return r
 end
 
---- Handles one request line + headers; returns the response and whether to close.
-local function answer(R, head, hend)
-  local sp1 = find(head, " ", 1, true)
-  if not sp1 then return R.bad, true end
-  local sp2 = find(head, " ", sp1 + 1, true)
-  local eol = find(head, "\r\n", 1, true)
-  if not sp2 or not eol or sp2 > eol then return R.bad, true end
-  local method = sub(head, 1, sp1 - 1)
-  local path = sub(head, sp1 + 1, sp2 - 1)
-  local proto = sub(head, sp2 + 1, eol - 1)
-  local close
-  if proto == "HTTP/1.1" then
-    close = false
-    if find(head, "\r\n[Cc]onnection:[ \t]*[Cc]lose", eol) then close = true end
-  elseif proto == "HTTP/1.0" then
-    close = not find(lower(sub(head, eol, hend)), "\r\nconnection:[ \t]*keep%-alive")
-  else
-    return R.bad, true
+-- Answers the request whose headers span buf[pos .. hend+3]; returns the
+-- response, whether to close, and the body length to skip (nil: bad request).
+local function answer(R, buf, pos, hend)
+  local _, eol, method, path, proto = find(buf, "^(%u+) ([^ \r\n]+) HTTP/1%.([01])\r\n", pos)
+  if not eol or eol > hend + 1 then return R.bad, true end
+  local close = proto == "0"
+  local c = find(buf, "\r\n[Cc][Oo][Nn][Nn][Ee][Cc][Tt][Ii][Oo][Nn]:", eol - 2)
+  if c and c < hend then
+    local v = lower(sub(buf, c + 13, find(buf, "\r\n", c + 2, true) - 1))
+    if find(v, "close", 1, true) then close = true
+    elseif find(v, "keep-alive", 1, true) then close = false end
+  end
+  local skip = 0
+  local cl = find(buf, "\r\n[Cc]ontent%-[Ll]ength:", eol - 2)
+  if cl and cl < hend then
+    local _, _, len = find(buf, "^[ \t]*(%d+)", cl + 17)
+    if not len then return R.bad, true end
+    skip = tonumber(len)
   end
   local q = find(path, "?", 1, true)
   if q then path = sub(path, 1, q - 1) end
   local set = close and R.close or R.keep
   if method == "GET" then
-    if path == "/health" then return set.health, close end
-    if path == "/version" then return set.version, close end
-    return set.notfound, close
+    if path == "/health" then return set.health, close, skip end
+    if path == "/version" then return set.version, close, skip end
+    return set.notfound, close, skip
   elseif method == "HEAD" then
-    if path == "/health" then return set.health_head, close end
-    if path == "/version" then return set.version_head, close end
-    return set.notfound_head, close
+    if path == "/health" then return set.health_head, close, skip end
+    if path == "/version" then return set.version_head, close, skip end
+    return set.notfound_head, close, skip
   end
-  return set.method, close
+  return set.method, close, skip
 end
 
 --- Returns a connection handler for `listener:serve` / `peers:serve`.
@@ -102,15 +102,9 @@ function M.handler(opts)
       while true do
         local hend = find(buf, "\r\n\r\n", pos, true)
         if not hend then break end
-        local head = sub(buf, pos, hend + 1)
-        local resp
-        resp, close = answer(R, head, #head)
-        local cl = find(head, "\r\n[Cc]ontent%-[Ll]ength:")
-        pos = hend + 4
-        if cl then
-          local len = tonumber(head:match("^[ \t]*(%d+)", head:find(":", cl, true) + 1))
-          if not len then resp, close = R.bad, true else pos = pos + len end
-        end
+        local resp, len
+        resp, close, len = answer(R, buf, pos, hend)
+        pos = hend + 4 + (len or 0)
         n = n + 1
         if n == 1 then outs = resp elseif n == 2 then outs = { outs, resp } else outs[n] = resp end
         if close then break end
