@@ -146,7 +146,7 @@ end
 
 -- serve --------------------------------------------------------------------
 
-local function cmd_serve(args, out, err, env)
+local function cmd_serve(args, _, err, env)
   local cfg, msg, code = load_config(args, env)
   if not cfg then
     err("peerlisten serve: ", msg, "\n")
