@@ -240,6 +240,7 @@ describe("peerlisten.cli", function()
       local pid, rcf, logf = start(("--listen-peer-urls http://127.0.0.1:%d,https://127.0.0.1:%d "
         .. "--peer-auto-tls --data-dir %s/n1.etcd"):format(p1, p2, dir))
       assert.truthy(pid)
+      finally(function() os.execute("kill -KILL " .. pid .. " 2>/dev/null") end)
       local logs = wait_log(logf, "serving peer traffic\",\"address\":\"127.0.0.1:" .. p2)
       assert.matches('"msg":"configuring peer listeners"', logs, 1, true)
       local body = helper.sh(("curl -sS --max-time 5 http://127.0.0.1:%d/health"):format(p1))
@@ -259,6 +260,7 @@ describe("peerlisten.cli", function()
       local holder = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
       local _, port = holder:addr()
       local pid, rcf, logf = start("--listen-peer-urls http://127.0.0.1:" .. port)
+      finally(function() if pid then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end end)
       local rc
       for _ = 1, 250 do
         rc = read(rcf)
