@@ -494,7 +494,7 @@ local function run_scenario (scen)
         local inst, err = start_server(name, scen)
         if inst then
           insts[name] = inst
-          if SERVERS[name].uses_cli then res[name].cli = inst.cli end
+          if SERVERS[name].uses_cli then res[name].cli = inst.cli or false end
           -- warm-up, not measured
           run_client(client_cmd(scen, inst.port, 0.3))
         else
