@@ -46,7 +46,7 @@ void pl_ssl_errstr (char *buf, size_t len) {
   ERR_clear_error();
 }
 
-static int traceback (lua_State *L) {
+int pl_traceback (lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
@@ -61,7 +61,7 @@ static int traceback (lua_State *L) {
 int pl_pcall (lua_State *L, int nargs, int nresults) {
   int status;
   int base = lua_gettop(L) - nargs;   /* function index */
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, pl_traceback);
   lua_insert(L, base);
   status = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);

@@ -1,10 +1,746 @@
 /*
-** listener.c: the peerlisten.Listener userdata (TCP and unix sockets).
-** Owned by the core helper.
+** listener.c: the peerlisten.Listener userdata: TCP (IPv4/IPv6, host names
+** resolved like Go's net.Listen) and unix sockets, socket options, accept,
+** serve (one coroutine per connection) and draining close.  Owned by the
+** core helper.
 */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
 #include "peerlisten.h"
 
+enum { SCHEME_HTTP, SCHEME_HTTPS, SCHEME_UNIX, SCHEME_UNIXS };
+static const char *const scheme_names[] = {"http", "https", "unix", "unixs", NULL};
+
+/* user values of the listener userdata */
+enum { UV_URL = 1, UV_TLS, UV_HANDLER, UV_COUNT = UV_HANDLER };
+
+typedef struct listener {
+  uv_stream_t *h;          /* uv_tcp_t or uv_pipe_t (malloc'ed); NULL: not listening */
+  uv_loop_t *loop;
+  int scheme;
+  int released;            /* the one release path ran */
+  int serving;
+  int deferred;            /* libuv holds a connection we have not accepted */
+  int accept_err;          /* a libuv error seen by the connection callback */
+  int anchor_ref;          /* registry ref on ourselves while callbacks need Lua */
+  pl_waiter aw;            /* accept */
+  pl_waiter cw;            /* close(timeout) draining */
+  pl_group g;
+  char *path;              /* unix socket file we created (malloc'ed) */
+  dev_t sock_dev;
+  ino_t sock_ino;
+  char host[INET6_ADDRSTRLEN];
+  int port;
+  char local[INET6_ADDRSTRLEN + 16];  /* "127.0.0.1:2380", "[::1]:2380" */
+} listener;
+
+static const char selfs_key = 'W';   /* registry: weak table pointer -> userdata */
+
+static void free_handle (uv_handle_t *h) {
+  free(h);
+}
+
+static listener *listener_check (lua_State *L, int idx) {
+  return (listener *)luaL_checkudata(L, idx, PL_LISTENER_MT);
+}
+
+static listener *listener_checkopen (lua_State *L, int idx) {
+  listener *l = listener_check(L, idx);
+  if (l->released || l->h == NULL) luaL_error(L, "attempt to use a closed listener");
+  return l;
+}
+
+/* ---- anchoring: while a callback may need to run Lua for us ---- */
+
+static void anchor_update (listener *l) {
+  lua_State *L = pl_mainthread(l->loop);
+  int want = !l->released && (l->serving || l->g.handshaking > 0);
+  if (want && l->anchor_ref == LUA_NOREF) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &selfs_key);
+    lua_rawgetp(L, -1, l);
+    if (lua_isuserdata(L, -1)) {
+      l->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      lua_pop(L, 1);
+    }
+    else lua_pop(L, 2);
+  }
+  else if (!want && l->anchor_ref != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, l->anchor_ref);
+    l->anchor_ref = LUA_NOREF;
+  }
+}
+
+/* ---- accepting ---- */
+
+static void group_on_change (pl_group *g) {
+  listener *l = (listener *)g->owner;
+  if (l->cw.state == PL_WAITING && g->active == 0)
+    pl_wake_later(l->loop, &l->cw, PL_DONE);
+  anchor_update(l);
+}
+
+/* Runs handler(conn) in the connection's coroutine; closes conn afterwards. */
+static int serve_trampoline_k (lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  if (status != LUA_OK && status != LUA_YIELD) {   /* stack: l conn msgh err */
+    listener *l = (listener *)lua_touserdata(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "error");
+    pl_log(L, l->released ? LUA_NOREF : l->g.logger_ref, "error",
+           "connection handler failed");
+  }
+  lua_settop(L, 2);
+  if (luaL_getmetafield(L, 2, "__close") != LUA_TNIL) {
+    lua_pushvalue(L, 2);
+    lua_call(L, 1, 0);
+  }
+  return 0;
+}
+
+static int serve_trampoline (lua_State *L) {   /* l conn */
+  lua_settop(L, 2);
+  lua_pushcfunction(L, pl_traceback);          /* l conn msgh */
+  lua_getiuservalue(L, 1, UV_HANDLER);         /* l conn msgh handler */
+  lua_pushvalue(L, 2);
+  return serve_trampoline_k(L, lua_pcallk(L, 1, 0, 3, 0, serve_trampoline_k), 0);
+}
+
+static void group_on_ready (pl_group *g, pl_conn *c) {
+  listener *l = (listener *)g->owner;
+  if (l->serving && l->anchor_ref != LUA_NOREF) {
+    lua_State *L = pl_mainthread(l->loop);
+    lua_checkstack(L, 4);
+    lua_pushcfunction(L, serve_trampoline);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->anchor_ref);
+    pl_conn_push(L, c);
+    pl_spawn(L, 2);
+    return;
+  }
+  pl_group_push_ready(g, c);
+  pl_wake(l->loop, &l->aw, PL_DONE);   /* last: may run Lua */
+}
+
+/* Accepts one connection from libuv and starts it. */
+static void do_accept (listener *l) {
+  uv_stream_t *c;
+  int r;
+  if (l->scheme == SCHEME_UNIX || l->scheme == SCHEME_UNIXS) {
+    c = (uv_stream_t *)malloc(sizeof(uv_pipe_t));
+    if (c == NULL) return;
+    uv_pipe_init(l->loop, (uv_pipe_t *)c, 0);
+  }
+  else {
+    c = (uv_stream_t *)malloc(sizeof(uv_tcp_t));
+    if (c == NULL) return;
+    uv_tcp_init(l->loop, (uv_tcp_t *)c);
+  }
+  c->data = NULL;
+  r = uv_accept(l->h, c);
+  if (r != 0) {
+    uv_close((uv_handle_t *)c, free_handle);
+    return;
+  }
+  if (l->scheme == SCHEME_HTTP || l->scheme == SCHEME_HTTPS) {
+    uv_tcp_nodelay((uv_tcp_t *)c, 1);
+    uv_tcp_keepalive((uv_tcp_t *)c, 1, 30);
+  }
+  pl_conn_start(&l->g, c);
+}
+
+static void connection_cb (uv_stream_t *server, int status) {
+  listener *l = (listener *)server->data;
+  if (l == NULL) return;
+  if (status < 0) {
+    l->accept_err = status;
+    pl_wake(l->loop, &l->aw, PL_DONE);
+    return;
+  }
+  if (!l->serving && l->aw.state != PL_WAITING) {
+    l->deferred = 1;   /* libuv stops polling until we accept */
+    return;
+  }
+  do_accept(l);
+}
+
+/* ---- the one release path ---- */
+
+static void remove_our_socket (listener *l) {
+  struct stat st;
+  if (l->path == NULL) return;
+  if (lstat(l->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+      st.st_dev == l->sock_dev && st.st_ino == l->sock_ino)
+    unlink(l->path);
+  free(l->path);
+  l->path = NULL;
+}
+
+/* Stops listening (idempotent): closes the socket, removes our socket file,
+** ends a pending accept, closes handshakes and queued connections. */
+static void listener_stop (listener *l) {
+  if (l->h != NULL) {
+    l->h->data = NULL;
+    uv_close((uv_handle_t *)l->h, free_handle);
+    l->h = NULL;
+  }
+  remove_our_socket(l);
+  l->serving = 0;
+  l->deferred = 0;
+  if (l->loop != NULL) pl_waiter_cancel(l->loop, &l->aw);
+  pl_group_close_pending(&l->g);   /* handshakes and queued connections */
+}
+
+/* Frees everything (idempotent); Lua-held connections are force-closed, or
+** only detached when the listener is being collected. */
+static int listener_release (lua_State *L, listener *l, int collecting) {
+  if (l->released) return 0;
+  listener_stop(l);
+  l->released = 1;
+  pl_group_close_all(&l->g, collecting);
+  if (l->loop != NULL) pl_waiter_cancel(l->loop, &l->cw);
+  if (l->g.logger_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->g.logger_ref);
+  if (l->g.rejected_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->g.rejected_ref);
+  l->g.logger_ref = l->g.rejected_ref = LUA_NOREF;
+  pl_tls_release(l->g.tls);
+  l->g.tls = NULL;
+  if (l->anchor_ref != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, l->anchor_ref);
+    l->anchor_ref = LUA_NOREF;
+  }
+  return 1;
+}
+
+static int listener__gc (lua_State *L) {
+  listener_release(L, listener_check(L, 1), 1);
+  return 0;
+}
+
+static int listener__close (lua_State *L) {
+  listener_release(L, listener_check(L, 1), 0);
+  return 0;
+}
+
+static int close_k (lua_State *L, int status, lua_KContext ctx) {
+  listener *l = listener_check(L, 1);
+  (void)status; (void)ctx;
+  l->cw.state = PL_IDLE;
+  listener_release(L, l, 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* listener:close([timeout]) -> true.  Stops accepting at once; open
+** connections get up to timeout seconds to finish, then are closed. */
+static int listener_close (lua_State *L) {
+  listener *l = listener_check(L, 1);
+  double timeout = luaL_optnumber(L, 2, 0);
+  lua_settop(L, 1);
+  if (l->released) { lua_pushboolean(L, 1); return 1; }
+  listener_stop(l);
+  if (timeout > 0 && l->g.active > 0 && l->cw.state != PL_WAITING)
+    return pl_wait(L, &l->cw, timeout, close_k, 0);
+  return close_k(L, LUA_OK, 0);
+}
+
+/* ---- methods ---- */
+
+static int accept_k (lua_State *L, int status, lua_KContext ctx) {
+  listener *l = listener_check(L, 1);
+  pl_conn *c;
+  int st = l->aw.state;
+  (void)status; (void)ctx;
+  if (st != PL_WAITING) l->aw.state = PL_IDLE;
+  c = l->released ? NULL : pl_group_pop_ready(&l->g);
+  if (c != NULL) {
+    pl_conn_push(L, c);
+    return 1;
+  }
+  if (l->accept_err != 0) {
+    int e = l->accept_err;
+    l->accept_err = 0;
+    return pl_uverror(L, "accept", e);
+  }
+  if (st == PL_CLOSED || l->h == NULL)
+    return pl_fail(L, "ECLOSED", "use of closed network connection");
+  return pl_fail(L, "ETIMEDOUT", "timeout");
+}
+
+/* listener:accept([timeout]) -> conn | nil, "timeout", "ETIMEDOUT" */
+static int listener_accept (lua_State *L) {
+  listener *l = listener_checkopen(L, 1);
+  double timeout = -1;
+  if (!lua_isnoneornil(L, 2)) {
+    timeout = luaL_checknumber(L, 2);
+    luaL_argcheck(L, timeout >= 0, 2, "negative timeout");
+  }
+  lua_settop(L, 1);
+  if (l->serving) return luaL_error(L, "listener is serving: accept is not available");
+  if (l->g.ready_head == NULL && l->deferred) {
+    l->deferred = 0;
+    do_accept(l);
+  }
+  if (l->g.ready_head != NULL || l->accept_err != 0) return accept_k(L, LUA_OK, 0);
+  if (timeout == 0) return pl_fail(L, "ETIMEDOUT", "timeout");
+  return pl_wait(L, &l->aw, timeout > 0 ? timeout : 0, accept_k, 0);
+}
+
+/* listener:serve(handler) -> listener.  Each connection runs handler(conn)
+** in its own coroutine and is closed when the handler returns. */
+static int listener_serve (lua_State *L) {
+  listener *l = listener_checkopen(L, 1);
+  pl_conn *c;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (l->serving) return luaL_error(L, "listener is already serving");
+  if (l->aw.state == PL_WAITING) return luaL_error(L, "listener has a pending accept");
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, UV_HANDLER);
+  l->serving = 1;
+  anchor_update(l);
+  while (l->serving && (c = pl_group_pop_ready(&l->g)) != NULL)
+    group_on_ready(&l->g, c);
+  if (l->serving && l->deferred) {
+    l->deferred = 0;
+    do_accept(l);
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* listener:url() -> string */
+static int listener_url (lua_State *L) {
+  listener_check(L, 1);
+  lua_getiuservalue(L, 1, UV_URL);
+  return 1;
+}
+
+/* listener:addr() -> host, port  (unix: the socket path) */
+static int listener_addr (lua_State *L) {
+  listener *l = listener_checkopen(L, 1);
+  if (l->scheme == SCHEME_UNIX || l->scheme == SCHEME_UNIXS) {
+    lua_pushstring(L, l->g.local);
+    return 1;
+  }
+  lua_pushstring(L, l->host);
+  lua_pushinteger(L, l->port);
+  return 2;
+}
+
+static int listener_scheme (lua_State *L) {
+  listener *l = listener_check(L, 1);
+  lua_pushstring(L, scheme_names[l->scheme]);
+  return 1;
+}
+
+static int listener_tls (lua_State *L) {
+  listener_check(L, 1);
+  lua_getiuservalue(L, 1, UV_TLS);
+  return 1;
+}
+
+/* listener:stats() -> { accepted=, active=, handshaking=, queued=,
+**   handshake_failures=, rejected = { reason = count } } */
+static int listener_stats (lua_State *L) {
+  listener *l = listener_check(L, 1);
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, l->g.accepted);
+  lua_setfield(L, -2, "accepted");
+  lua_pushinteger(L, l->g.active);
+  lua_setfield(L, -2, "active");
+  lua_pushinteger(L, l->g.handshaking);
+  lua_setfield(L, -2, "handshaking");
+  lua_pushinteger(L, l->g.queued);
+  lua_setfield(L, -2, "queued");
+  lua_pushinteger(L, l->g.handshake_failures);
+  lua_setfield(L, -2, "handshake_failures");
+  lua_newtable(L);
+  if (l->g.rejected_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->g.rejected_ref);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -5);
+    }
+    lua_pop(L, 1);
+  }
+  lua_setfield(L, -2, "rejected");
+  lua_pushboolean(L, l->serving);
+  lua_setfield(L, -2, "serving");
+  return 1;
+}
+
+static int listener__tostring (lua_State *L) {
+  listener *l = listener_check(L, 1);
+  if (l->released || l->h == NULL) {
+    lua_pushliteral(L, "peerlisten.Listener (closed)");
+    return 1;
+  }
+  lua_getiuservalue(L, 1, UV_URL);
+  lua_pushfstring(L, "peerlisten.Listener (%s)", lua_tostring(L, -1));
+  return 1;
+}
+
+/* ---- construction ---- */
+
+static double opt_number (lua_State *L, const char *key, double dflt) {
+  double v;
+  int t = lua_getfield(L, 1, key);
+  if (t == LUA_TNIL) { lua_pop(L, 1); return dflt; }
+  if (t != LUA_TNUMBER) luaL_error(L, "bad option '%s' (number expected, got %s)", key, luaL_typename(L, -1));
+  v = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (v < 0) luaL_error(L, "bad option '%s' (must not be negative)", key);
+  return v;
+}
+
+static int opt_bool (lua_State *L, const char *key) {
+  int v, t = lua_getfield(L, 1, key);
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+    luaL_error(L, "bad option '%s' (boolean expected, got %s)", key, luaL_typename(L, -1));
+  v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *opt_string (lua_State *L, const char *key, const char *dflt) {
+  const char *s;
+  int t = lua_getfield(L, 1, key);
+  if (t == LUA_TNIL) { lua_pop(L, 1); return dflt; }
+  if (t != LUA_TSTRING) luaL_error(L, "bad option '%s' (string expected, got %s)", key, luaL_typename(L, -1));
+  s = lua_tostring(L, -1);
+  lua_pop(L, 1);   /* still referenced by the options table */
+  return s;
+}
+
+/* Formats host:port the way Go prints addresses. */
+static void fmt_hostport (char *out, size_t len, const char *host, int port) {
+  if (strchr(host, ':')) snprintf(out, len, "[%s]:%d", host, port);
+  else snprintf(out, len, "%s:%d", host, port);
+}
+
+/* Binds and listens a TCP socket; fills l.  Returns 0 or pushes a triple (3). */
+static int listen_tcp (lua_State *L, listener *l, const char *host, lua_Integer port,
+                       int reuse_address, int reuse_port, int backlog) {
+  struct sockaddr_storage ss;
+  socklen_t sslen;
+  char want[INET6_ADDRSTRLEN + 16];
+  int fd, one = 1, r, dual = 0;
+  uv_tcp_t *h;
+  memset(&ss, 0, sizeof(ss));
+  if (port < 0 || port > 65535) {
+    char p[32];
+    snprintf(p, sizeof(p), "%lld", (long long)port);
+    return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", p);
+  }
+  if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
+    /* Go's "tcp" wildcard: dual-stack [::] when IPv6 works */
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+      close(probe);
+      a6->sin6_family = AF_INET6;
+      a6->sin6_addr = in6addr_any;
+      a6->sin6_port = htons((uint16_t)port);
+      dual = 1;
+    }
+    else {
+      struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+      a4->sin_family = AF_INET;
+      a4->sin_addr.s_addr = htonl(INADDR_ANY);
+      a4->sin_port = htons((uint16_t)port);
+    }
+  }
+  else if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0) {
+    /* IPv4 literal */
+  }
+  else if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) == 0) {
+    /* IPv6 literal */
+  }
+  else {   /* a name: the first address, as Go's net.Listen does */
+    struct addrinfo hints, *res = NULL;
+    int e;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    e = getaddrinfo(host, NULL, &hints, &res);
+    if (e != 0 || res == NULL) {
+      if (res) freeaddrinfo(res);
+      return pl_fail(L, e == EAI_NONAME || e == EAI_AGAIN ? "ENOTFOUND" : "EAI",
+                     "listen tcp: lookup %s: %s", host,
+                     e == EAI_NONAME ? "no such host" : gai_strerror(e));
+    }
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    if (ss.ss_family == AF_INET) ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+    else ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+  }
+  if (ss.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&ss, l->host, sizeof(l->host));
+    sslen = sizeof(struct sockaddr_in6);
+  }
+  else {
+    uv_ip4_name((struct sockaddr_in *)&ss, l->host, sizeof(l->host));
+    sslen = sizeof(struct sockaddr_in);
+  }
+  fmt_hostport(want, sizeof(want), dual ? "::" : l->host, (int)port);
+  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    r = uv_translate_sys_error(errno);
+    return pl_fail(L, uv_err_name(r), "listen tcp %s: socket: %s", want, uv_strerror(r));
+  }
+  /* Go sets SO_REUSEADDR on every listening socket; reuse_address keeps it */
+  (void)reuse_address;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (dual) {
+    int zero = 0;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+  }
+  if (bind(fd, (struct sockaddr *)&ss, sslen) != 0) {
+    r = uv_translate_sys_error(errno);
+    close(fd);
+    return pl_fail(L, uv_err_name(r), "listen tcp %s: bind: %s", want, uv_strerror(r));
+  }
+  h = (uv_tcp_t *)malloc(sizeof(uv_tcp_t));
+  if (h == NULL) {
+    close(fd);
+    return pl_fail(L, "ENOMEM", "listen tcp %s: not enough memory", want);
+  }
+  uv_tcp_init(l->loop, h);
+  h->data = NULL;
+  r = uv_tcp_open(h, (uv_os_sock_t)fd);
+  if (r != 0) {
+    close(fd);
+    uv_close((uv_handle_t *)h, free_handle);
+    return pl_fail(L, uv_err_name(r), "listen tcp %s: %s", want, uv_strerror(r));
+  }
+  l->h = (uv_stream_t *)h;   /* owned from here: release closes it */
+  r = uv_listen(l->h, backlog, connection_cb);
+  if (r != 0) return pl_fail(L, uv_err_name(r), "listen tcp %s: listen: %s", want, uv_strerror(r));
+  {
+    struct sockaddr_storage b;
+    int blen = sizeof(b);
+    if (uv_tcp_getsockname(h, (struct sockaddr *)&b, &blen) == 0) {
+      if (b.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&b, l->host, sizeof(l->host));
+        l->port = ntohs(((struct sockaddr_in6 *)&b)->sin6_port);
+      }
+      else {
+        uv_ip4_name((struct sockaddr_in *)&b, l->host, sizeof(l->host));
+        l->port = ntohs(((struct sockaddr_in *)&b)->sin_port);
+      }
+    }
+  }
+  fmt_hostport(l->local, sizeof(l->local), l->host, l->port);
+  h->data = l;
+  return 0;
+}
+
+/* Binds and listens a unix socket at path.  Returns 0 or pushes a triple. */
+static int listen_unix (lua_State *L, listener *l, const char *path, int backlog) {
+  struct stat st;
+  struct sockaddr_un sa;
+  uv_pipe_t *h;
+  int r;
+  if (path[0] == '\0')
+    return pl_fail(L, "EINVAL", "listen unix : bind: empty socket path");
+  if (strlen(path) >= sizeof(sa.sun_path))
+    return pl_fail(L, "ENAMETOOLONG", "listen unix %s: bind: socket path longer than %d bytes",
+                   path, (int)sizeof(sa.sun_path) - 1);
+  if (lstat(path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return pl_fail(L, "EEXIST", "listen unix %s: bind: file exists and is not a socket "
+                     "(refusing to remove it)", path);
+    else {   /* a socket: live listener, or stale file of a dead one? */
+      int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      int live = 0;
+      if (fd >= 0) {
+        memset(&sa, 0, sizeof(sa));
+        sa.sun_family = AF_UNIX;
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno != ECONNREFUSED;
+        close(fd);
+      }
+      if (live)
+        return pl_fail(L, "EADDRINUSE", "listen unix %s: bind: address already in use", path);
+      if (unlink(path) != 0 && errno != ENOENT) {
+        r = uv_translate_sys_error(errno);
+        return pl_fail(L, uv_err_name(r), "remove %s: %s", path, uv_strerror(r));
+      }
+    }
+  }
+  h = (uv_pipe_t *)malloc(sizeof(uv_pipe_t));
+  if (h == NULL) return pl_fail(L, "ENOMEM", "listen unix %s: not enough memory", path);
+  uv_pipe_init(l->loop, h, 0);
+  h->data = NULL;
+  l->h = (uv_stream_t *)h;   /* owned from here */
+  r = uv_pipe_bind(h, path);
+  if (r != 0) return pl_fail(L, uv_err_name(r), "listen unix %s: bind: %s", path, uv_strerror(r));
+  l->path = (char *)malloc(strlen(path) + 1);
+  if (l->path != NULL) memcpy(l->path, path, strlen(path) + 1);
+  if (lstat(path, &st) == 0) {
+    l->sock_dev = st.st_dev;
+    l->sock_ino = st.st_ino;
+  }
+  r = uv_listen(l->h, backlog, connection_cb);
+  if (r != 0) return pl_fail(L, uv_err_name(r), "listen unix %s: listen: %s", path, uv_strerror(r));
+  snprintf(l->local, sizeof(l->local), "%s", path);
+  h->data = l;
+  return 0;
+}
+
+/* core.listen{ scheme=, host=, port=, path=, url=, tls=, reuse_address=,
+**   reuse_port=, backlog=, read_timeout=, write_timeout=, logger= }
+** -> listener | nil, message, code */
+static int core_listen (lua_State *L) {
+  listener *l;
+  int scheme, backlog, r, reuse_address, reuse_port;
+  double rto, wto;
+  const char *url, *host = NULL, *path = NULL;
+  lua_Integer port = 0;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "scheme");
+  scheme = luaL_checkoption(L, -1, "http", scheme_names);
+  lua_pop(L, 1);
+  reuse_address = opt_bool(L, "reuse_address");
+  reuse_port = opt_bool(L, "reuse_port");
+  {
+    double b = opt_number(L, "backlog", 511);
+    luaL_argcheck(L, b >= 1 && b <= 65535, 1, "bad option 'backlog' (1..65535)");
+    backlog = (int)b;
+  }
+  rto = opt_number(L, "read_timeout", 5);
+  wto = opt_number(L, "write_timeout", 5);
+  if (scheme == SCHEME_UNIX || scheme == SCHEME_UNIXS) {
+    path = opt_string(L, "path", NULL);
+    if (path == NULL) path = opt_string(L, "host", NULL);
+    if (path == NULL) return luaL_error(L, "bad option 'path' (string expected, got nil)");
+  }
+  else {
+    host = opt_string(L, "host", "");
+    if (lua_getfield(L, 1, "port") != LUA_TNIL) {
+      int isnum;
+      port = lua_tointegerx(L, -1, &isnum);
+      if (!isnum) {
+        const char *ps = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", ps ? ps : "?");
+      }
+    }
+    lua_pop(L, 1);
+  }
+  /* the object exists, all-NULL, before anything is acquired */
+  l = (listener *)lua_newuserdatauv(L, sizeof(listener), UV_COUNT);   /* opts l */
+  memset(l, 0, sizeof(*l));
+  l->anchor_ref = LUA_NOREF;
+  l->g.logger_ref = LUA_NOREF;
+  l->g.rejected_ref = LUA_NOREF;
+  l->released = 0;
+  pl_waiter_init(&l->aw);
+  pl_waiter_init(&l->cw);
+  luaL_setmetatable(L, PL_LISTENER_MT);
+  l->loop = pl_uvloop(L);
+  l->scheme = scheme;
+  l->g.owner = l;
+  l->g.read_timeout = rto;
+  l->g.write_timeout = wto;
+  l->g.local = l->local;
+  l->g.is_unix = (scheme == SCHEME_UNIX || scheme == SCHEME_UNIXS);
+  l->g.on_ready = group_on_ready;
+  l->g.on_change = group_on_change;
+  /* options that hold Lua values */
+  if (lua_getfield(L, 1, "logger") != LUA_TNIL) {
+    if (lua_istable(L, -1) && luaL_getmetafield(L, -1, "__index") != LUA_TNIL) {
+      lua_pop(L, 1);   /* a logger object: use logger:hook() */
+      lua_getfield(L, -1, "hook");
+      lua_insert(L, -2);
+      lua_call(L, 1, 1);
+    }
+    if (!lua_isfunction(L, -1))
+      return luaL_error(L, "bad option 'logger' (function expected, got %s)", luaL_typename(L, -1));
+    l->g.logger_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  else lua_pop(L, 1);
+  if (lua_getfield(L, 1, "tls") != LUA_TNIL && (scheme == SCHEME_HTTPS || scheme == SCHEME_UNIXS)) {
+    l->g.tls = pl_tls_retain(pl_tls_check(L, -1));
+    lua_setiuservalue(L, 2, UV_TLS);
+  }
+  else lua_pop(L, 1);
+  lua_newtable(L);
+  l->g.rejected_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* weak self entry, for anchoring from callbacks */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &selfs_key);
+  lua_pushvalue(L, 2);
+  lua_rawsetp(L, -2, l);
+  lua_pop(L, 1);
+  if (l->g.is_unix) r = listen_unix(L, l, path, backlog);
+  else r = listen_tcp(L, l, host, port, reuse_address, reuse_port, backlog);
+  if (r != 0) {
+    listener_release(L, l, 0);
+    return r;
+  }
+  url = opt_string(L, "url", NULL);
+  if (url != NULL) lua_pushstring(L, url);
+  else if (l->g.is_unix) lua_pushfstring(L, "%s://%s", scheme_names[scheme], l->local);
+  else lua_pushfstring(L, "%s://%s", scheme_names[scheme], l->local);
+  lua_setiuservalue(L, 2, UV_URL);
+  if ((scheme == SCHEME_HTTPS || scheme == SCHEME_UNIXS) &&
+      (l->g.tls == NULL || !pl_tls_has_cert(l->g.tls))) {
+    char where[INET6_ADDRSTRLEN + 16];
+    snprintf(where, sizeof(where), "%s", l->local);
+    listener_release(L, l, 0);
+    return pl_fail(L, "ETLSCONFIG",
+                   "cannot listen on TLS for %s: KeyFile and CertFile are not presented", where);
+  }
+  return 1;
+}
+
+static const luaL_Reg listener_methods[] = {
+  {"url", listener_url},
+  {"addr", listener_addr},
+  {"scheme", listener_scheme},
+  {"tls", listener_tls},
+  {"stats", listener_stats},
+  {"accept", listener_accept},
+  {"serve", listener_serve},
+  {"close", listener_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg listener_meta[] = {
+  {"__gc", listener__gc},
+  {"__close", listener__close},
+  {"__tostring", listener__tostring},
+  {"__index", NULL},
+  {NULL, NULL}
+};
+
 int pl_open_listener (lua_State *L) {
-  (void)L;
+  luaL_newmetatable(L, PL_LISTENER_MT);
+  luaL_setfuncs(L, listener_meta, 0);
+  luaL_newlib(L, listener_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  /* weak-valued pointer -> listener userdata */
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &selfs_key);
+  lua_pushcfunction(L, core_listen);
+  lua_setfield(L, -2, "listen");
   return 0;
 }

@@ -32,6 +32,8 @@ PL_HIDDEN int pl_fail (lua_State *L, const char *code, const char *fmt, ...);
 PL_HIDDEN int pl_uverror (lua_State *L, const char *what, int uverr);
 /* Formats the first queued OpenSSL error into buf ("" if none), clears the queue. */
 PL_HIDDEN void pl_ssl_errstr (char *buf, size_t len);
+/* A message handler adding a traceback (for lua_pcallk). */
+PL_HIDDEN int pl_traceback (lua_State *L);
 /* lua_pcall with a traceback handler; on error the message is left on the stack. */
 PL_HIDDEN int pl_pcall (lua_State *L, int nargs, int nresults);
 
@@ -133,6 +135,8 @@ struct pl_group {
   pl_conn *head;            /* live connections (handshaking, queued, in Lua) */
   pl_conn *ready_head, *ready_tail;  /* accepted, not yet given to Lua */
   int active;               /* connections in head's list */
+  int handshaking;          /* of which TLS handshakes and checks in progress */
+  int queued;               /* of which in the ready queue */
   long accepted;            /* connections that passed every check */
   long handshake_failures;
   int logger_ref;           /* registry ref of the logger function or LUA_NOREF */
@@ -152,7 +156,10 @@ struct pl_group {
 PL_HIDDEN void pl_conn_start (pl_group *g, uv_stream_t *h);
 PL_HIDDEN void pl_group_push_ready (pl_group *g, pl_conn *c);
 PL_HIDDEN pl_conn *pl_group_pop_ready (pl_group *g);
-/* Closes every connection of g (force); with detach, also forgets g. */
+/* Closes the connections of g that Lua has not seen (handshakes, queue). */
+PL_HIDDEN void pl_group_close_pending (pl_group *g);
+/* Closes every connection of g (force); with detach, Lua-held ones are only
+** detached from g instead (the listener is being collected). */
 PL_HIDDEN void pl_group_close_all (pl_group *g, int detach);
 /* Pushes a new peerlisten.Conn userdata owning c. */
 PL_HIDDEN void pl_conn_push (lua_State *L, pl_conn *c);
