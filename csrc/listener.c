@@ -81,6 +81,13 @@ static void anchor_update (listener *l) {
   }
 }
 
+/* The listening handle keeps run() going only while someone accepts. */
+static void listener_ref_update (listener *l) {
+  if (l->h == NULL) return;
+  if (l->serving || l->aw.state == PL_WAITING) uv_ref((uv_handle_t *)l->h);
+  else uv_unref((uv_handle_t *)l->h);
+}
+
 /* ---- accepting ---- */
 
 static void group_on_change (pl_group *g) {
@@ -261,6 +268,7 @@ static int accept_k (lua_State *L, int status, lua_KContext ctx) {
   int st = l->aw.state;
   (void)status; (void)ctx;
   if (st != PL_WAITING) l->aw.state = PL_IDLE;
+  listener_ref_update(l);
   c = l->released ? NULL : pl_group_pop_ready(&l->g);
   if (c != NULL) {
     pl_conn_push(L, c);
@@ -292,6 +300,7 @@ static int listener_accept (lua_State *L) {
   }
   if (l->g.ready_head != NULL || l->accept_err != 0) return accept_k(L, LUA_OK, 0);
   if (timeout == 0) return pl_fail(L, "ETIMEDOUT", "timeout");
+  if (l->h) uv_ref((uv_handle_t *)l->h);
   return pl_wait(L, &l->aw, timeout > 0 ? timeout : 0, accept_k, 0);
 }
 
@@ -306,6 +315,7 @@ static int listener_serve (lua_State *L) {
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, UV_HANDLER);
   l->serving = 1;
+  listener_ref_update(l);
   anchor_update(l);
   while (l->serving && (c = pl_group_pop_ready(&l->g)) != NULL)
     group_on_ready(&l->g, c);
@@ -528,6 +538,7 @@ static int listen_tcp (lua_State *L, listener *l, const char *host, lua_Integer 
   l->h = (uv_stream_t *)h;   /* owned from here: release closes it */
   r = uv_listen(l->h, backlog, connection_cb);
   if (r != 0) return pl_fail(L, uv_err_name(r), "listen tcp %s: listen: %s", want, uv_strerror(r));
+  uv_unref((uv_handle_t *)h);
   {
     struct sockaddr_storage b;
     int blen = sizeof(b);
@@ -595,6 +606,7 @@ static int listen_unix (lua_State *L, listener *l, const char *path, int backlog
   }
   r = uv_listen(l->h, backlog, connection_cb);
   if (r != 0) return pl_fail(L, uv_err_name(r), "listen unix %s: listen: %s", path, uv_strerror(r));
+  uv_unref((uv_handle_t *)h);
   snprintf(l->local, sizeof(l->local), "%s", path);
   h->data = l;
   return 0;

@@ -50,4 +50,73 @@ function M.sh(cmd)
   return out
 end
 
+--- Steps the peerlisten loop until cond() is true or timeout seconds passed.
+function M.wait_until(cond, timeout)
+  local core = require "peerlisten.core"
+  local socket = require "socket"
+  local deadline = socket.gettime() + (timeout or 5)
+  while not cond() do
+    if socket.gettime() > deadline then return false end
+    core.step(0.005)
+  end
+  return true
+end
+
+--- A connected luasocket TCP client (non-blocking afterwards).
+function M.client(host, port)
+  local socket = require "socket"
+  local c = host:find(":") and socket.tcp6() or socket.tcp()
+  c:settimeout(2)
+  assert(c:connect(host, port))
+  c:settimeout(0)
+  return c
+end
+
+--- A connected luasocket unix client (non-blocking afterwards).
+function M.unix_client(path)
+  local unix = require "socket.unix"
+  local c = unix()
+  c:settimeout(2)
+  assert(c:connect(path))
+  c:settimeout(0)
+  return c
+end
+
+--- Receives exactly n bytes from a non-blocking luasocket client while
+--- stepping the loop; returns the data or nil, error.
+function M.recv(c, n, timeout)
+  local parts, got = {}, 0
+  local err
+  local ok = M.wait_until(function()
+    local data, e, partial = c:receive(n - got)
+    data = data or partial
+    if data and #data > 0 then parts[#parts + 1] = data; got = got + #data end
+    if e and e ~= "timeout" then err = e; return true end
+    return got >= n
+  end, timeout)
+  if err and got < n then return nil, err end
+  if not ok then return nil, "timeout" end
+  return table.concat(parts)
+end
+
+--- Opens the process-wide fds that libuv and the resolver create lazily
+--- (libuv's reserve fd, resolver files), so that fd counts compare.
+function M.warm()
+  local core = require "peerlisten.core"
+  local l = core.listen{ scheme = "http", host = "localhost", port = 0 }
+  if l then l:close() end
+  core.step(0)
+  collectgarbage()
+end
+
+--- Asserts that the fd count of this process is back to `before`.
+function M.assert_fds(before)
+  collectgarbage(); collectgarbage()
+  require("peerlisten.core").step(0)
+  local now = M.fd_count()
+  if now ~= before then
+    error(("fd leak: %d open fds, %d before\n%s"):format(now, before, table.concat(M.fd_list(), "\n")), 2)
+  end
+end
+
 return M

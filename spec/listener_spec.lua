@@ -1,0 +1,420 @@
+local core = require "peerlisten.core"
+local helper = require "helper"
+local socket = require "socket"
+
+local function listen(opts)
+  opts.scheme = opts.scheme or "http"
+  if opts.scheme == "http" or opts.scheme == "https" then
+    opts.host = opts.host or "127.0.0.1"
+    opts.port = opts.port or 0
+  end
+  return core.listen(opts)
+end
+
+local function assert_fail(code, pattern, ok, msg, got_code)
+  assert.is_nil(ok)
+  assert.is_string(msg)
+  assert.are.equal(code, got_code, msg)
+  if pattern then assert.matches(pattern, msg) end
+end
+
+local function has_ipv6()
+  local l = core.listen{ scheme = "http", host = "::1", port = 0 }
+  if l then l:close(); return true end
+  return false
+end
+
+describe("peerlisten.Listener", function()
+  local fds, dir
+  setup(function()
+    helper.warm()
+    fds = helper.fd_count()
+    dir = helper.tmpdir()
+  end)
+  teardown(function()
+    helper.rmdir(dir)
+    helper.assert_fds(fds)
+  end)
+
+  describe("core.listen()", function()
+    it("binds 127.0.0.1 on port 0 and reports the bound port", function()
+      local l = assert(listen{ url = "http://127.0.0.1:0" })
+      local host, port = l:addr()
+      assert.are.equal("127.0.0.1", host)
+      assert.is_true(port > 0)
+      assert.are.equal("http", l:scheme())
+      assert.are.equal("http://127.0.0.1:0", l:url())
+      assert.is_nil(l:tls())
+      assert.matches("peerlisten.Listener %(http://127.0.0.1:0%)", tostring(l))
+      l:close()
+    end)
+
+    it("builds a URL from the bound address when none is given", function()
+      local l = assert(listen{})
+      local _, port = l:addr()
+      assert.are.equal("http://127.0.0.1:" .. port, l:url())
+      l:close()
+    end)
+
+    it("binds ::1", function()
+      if not has_ipv6() then pending("no IPv6 on this host") return end
+      local l = assert(listen{ host = "::1" })
+      local host, port = l:addr()
+      assert.are.equal("::1", host)
+      local c = helper.client("::1", port)
+      local conn = assert(l:accept(2))
+      assert.are.equal("::1", (conn:peer()))
+      c:close(); conn:close(); l:close()
+    end)
+
+    it("resolves a host name to its first address like Go", function()
+      local l = assert(listen{ host = "localhost" })
+      local host = l:addr()
+      assert.is_truthy(host == "127.0.0.1" or host == "::1")
+      l:close()
+    end)
+
+    it("binds 0.0.0.0 dual-stack on [::] like Go", function()
+      local l = assert(listen{ host = "0.0.0.0" })
+      local host, port = l:addr()
+      if host == "::" then
+        local c4 = helper.client("127.0.0.1", port)
+        local conn = assert(l:accept(2))
+        assert.are.equal("127.0.0.1", (conn:peer()))
+        c4:close(); conn:close()
+      else
+        assert.are.equal("0.0.0.0", host)
+      end
+      l:close()
+    end)
+
+    describe("bad input", function()
+      it("fails on an unknown host name", function()
+        assert_fail("ENOTFOUND", "^listen tcp: lookup nonexistent%.invalid: no such host$",
+          listen{ host = "nonexistent.invalid" })
+      end)
+
+      it("fails on a bad port", function()
+        assert_fail("EINVAL", "invalid port", listen{ port = 70000 })
+        assert_fail("EINVAL", "invalid port", listen{ port = -1 })
+        assert_fail("EINVAL", "address abc: invalid port", listen{ port = "abc" })
+      end)
+
+      it("fails like Go on a port in use", function()
+        local l = assert(listen{})
+        local _, port = l:addr()
+        assert_fail("EADDRINUSE", "^listen tcp 127%.0%.0%.1:" .. port .. ": bind: address already in use$",
+          listen{ port = port })
+        l:close()
+      end)
+
+      it("fails on https without a policy, and frees the port", function()
+        local ok, msg, code = listen{ scheme = "https" }
+        assert_fail("ETLSCONFIG", "^cannot listen on TLS for 127%.0%.0%.1:%d+: KeyFile and CertFile are not presented$",
+          ok, msg, code)
+        local port = tonumber(msg:match(":(%d+):"))
+        local l = assert(listen{ port = port })
+        l:close()
+      end)
+
+      it("raises on options of the wrong type", function()
+        assert.has_error(function() core.listen() end)
+        assert.has_error(function() core.listen{ scheme = "ftp" } end)
+        assert.has_error(function() listen{ backlog = "x" } end)
+        assert.has_error(function() listen{ read_timeout = -1 } end)
+        assert.has_error(function() listen{ reuse_port = "yes" } end)
+        assert.has_error(function() listen{ logger = 42 } end)
+        assert.has_error(function() listen{ scheme = "https", tls = {} } end)
+      end)
+    end)
+
+    describe("reuse_port", function()
+      it("lets two listeners share a port", function()
+        local a = assert(listen{ reuse_port = true })
+        local _, port = a:addr()
+        local b = assert(listen{ port = port, reuse_port = true })
+        a:close(); b:close()
+      end)
+
+      it("is required: reuse_address alone does not share a port", function()
+        local a = assert(listen{ reuse_address = true })
+        local _, port = a:addr()
+        assert_fail("EADDRINUSE", "address already in use", listen{ port = port, reuse_address = true })
+        a:close()
+      end)
+    end)
+  end)
+
+  describe("unix sockets", function()
+    it("round-trips and removes the socket file on close", function()
+      local path = dir .. "/a.sock"
+      local l = assert(listen{ scheme = "unix", path = path, url = "unix://" .. path })
+      assert.are.equal(path, l:addr())
+      assert.are.equal("unix", l:scheme())
+      local c = helper.unix_client(path)
+      local conn = assert(l:accept(2))
+      assert.are.equal("@", conn:peer())
+      c:send("ping")
+      assert.are.equal("ping", conn:read(4, 2))
+      assert(conn:write("pong"))
+      assert.are.equal("pong", helper.recv(c, 4))
+      c:close(); conn:close()
+      l:close()
+      assert.is_nil(io.open(path))
+    end)
+
+    it("takes relative paths relative to the working directory", function()
+      local name = "peerlisten-rel-" .. helper.pid() .. ".sock"
+      local l = assert(listen{ scheme = "unix", path = name })
+      local f = io.popen("test -S " .. name .. " && echo yes")
+      local out = f:read("a"); f:close()
+      assert.are.equal("yes\n", out)
+      l:close()
+      assert.is_nil(io.open(name))
+    end)
+
+    it("refuses to delete a regular file at the path", function()
+      local path = dir .. "/file.sock"
+      local f = assert(io.open(path, "w")); f:write("keep me"); f:close()
+      assert_fail("EEXIST", "is not a socket", listen{ scheme = "unix", path = path })
+      f = assert(io.open(path)); assert.are.equal("keep me", f:read("a")); f:close()
+      os.remove(path)
+    end)
+
+    it("removes a stale socket file left by a dead listener", function()
+      local path = dir .. "/stale.sock"
+      local unix = require "socket.unix"
+      local s = unix()
+      assert(s:bind(path))
+      s:close()   -- the file stays, nobody listens
+      local l = assert(listen{ scheme = "unix", path = path })
+      l:close()
+    end)
+
+    it("fails on a socket with a live listener", function()
+      local path = dir .. "/live.sock"
+      local l = assert(listen{ scheme = "unix", path = path })
+      assert_fail("EADDRINUSE", "address already in use", listen{ scheme = "unix", path = path })
+      assert.is_truthy(io.open(path) == nil)   -- a socket, not openable, but present:
+      assert.are.equal("yes\n", helper.sh("test -S " .. path .. " && echo yes"))
+      l:close()
+    end)
+
+    it("fails on an over-long path instead of truncating it", function()
+      local path = dir .. "/" .. string.rep("x", 120) .. ".sock"
+      assert_fail("ENAMETOOLONG", "longer than", listen{ scheme = "unix", path = path })
+    end)
+
+    it("fails on a directory it may not write", function()
+      local path
+      if helper.sh("id -u") == "0\n" then
+        path = "/proc/self/peer.sock"   -- root ignores modes; procfs refuses
+      else
+        os.execute("mkdir -p " .. dir .. "/ro && chmod 0500 " .. dir .. "/ro")
+        path = dir .. "/ro/peer.sock"
+      end
+      assert_fail("EACCES", "permission denied", listen{ scheme = "unix", path = path })
+    end)
+
+    it("fails on unixs without a policy and removes the socket file", function()
+      local path = dir .. "/tls.sock"
+      assert_fail("ETLSCONFIG", "^cannot listen on TLS for " .. path:gsub("%p", "%%%0") ..
+        ": KeyFile and CertFile are not presented$", listen{ scheme = "unixs", path = path })
+      assert.are.equal("", helper.sh("test -e " .. path .. " && echo exists"))
+    end)
+  end)
+
+  describe(":accept()", function()
+    it("returns nil, 'timeout', 'ETIMEDOUT' near its timeout", function()
+      local l = assert(listen{})
+      local t0 = socket.gettime()
+      local conn, msg, code = l:accept(0.2)
+      local dt = socket.gettime() - t0
+      assert.is_nil(conn)
+      assert.are.equal("timeout", msg)
+      assert.are.equal("ETIMEDOUT", code)
+      assert.is_true(dt >= 0.15 and dt < 1.5, "took " .. dt)
+      l:close()
+    end)
+
+    it("yields inside spawned coroutines", function()
+      local l = assert(listen{})
+      local _, port = l:addr()
+      local got
+      core.spawn(function() got = assert(l:accept(2)) end)
+      assert.is_nil(got)
+      local c = helper.client("127.0.0.1", port)
+      assert.is_true(helper.wait_until(function() return got ~= nil end))
+      assert.matches("^peerlisten.Conn", tostring(got))
+      c:close(); got:close(); l:close()
+    end)
+
+    it("ends a pending accept with ECLOSED when the listener closes", function()
+      local l = assert(listen{})
+      local res
+      core.spawn(function() res = { l:accept(5) } end)
+      l:close()
+      assert.is_true(helper.wait_until(function() return res ~= nil end))
+      assert.are.same({ nil, "use of closed network connection", "ECLOSED" }, res)
+    end)
+  end)
+
+  describe(":serve()", function()
+    it("echoes 200 concurrent clients, one coroutine each", function()
+      local l = assert(listen{ backlog = 1024 })
+      local _, port = l:addr()
+      local handled, active_max = 0, 0
+      l:serve(function(conn)
+        active_max = math.max(active_max, l:stats().active)
+        local data = assert(conn:read(100, 5))
+        assert(conn:write("echo:" .. data))
+        handled = handled + 1
+      end)
+      local clients = {}
+      for i = 1, 200 do clients[i] = helper.client("127.0.0.1", port) end
+      for i = 1, 200 do assert(clients[i]:send("client" .. i)) end
+      for i = 1, 200 do
+        local want = "echo:client" .. i
+        assert.are.equal(want, helper.recv(clients[i], #want, 10))
+      end
+      assert.is_true(helper.wait_until(function() return handled == 200 end))
+      assert.is_true(active_max > 1)
+      assert.is_true(helper.wait_until(function() return l:stats().active == 0 end))
+      assert.are.equal(200, l:stats().accepted)
+      for i = 1, 200 do clients[i]:close() end
+      l:close()
+    end)
+
+    it("logs handler errors with a traceback and keeps serving", function()
+      local entries = {}
+      local l = assert(listen{ logger = function(level, msg, fields)
+        entries[#entries + 1] = { level = level, msg = msg, fields = fields }
+      end })
+      local _, port = l:addr()
+      local n = 0
+      l:serve(function(conn)
+        n = n + 1
+        if n == 1 then error("handler exploded") end
+        conn:write("ok")
+      end)
+      local c1 = helper.client("127.0.0.1", port)
+      assert.is_true(helper.wait_until(function() return #entries == 1 end))
+      assert.are.equal("error", entries[1].level)
+      assert.matches("handler exploded", entries[1].fields.error)
+      assert.matches("stack traceback", entries[1].fields.error)
+      local c2 = helper.client("127.0.0.1", port)
+      assert.are.equal("ok", helper.recv(c2, 2))
+      c1:close(); c2:close(); l:close()
+    end)
+
+    it("serves connections that queued before serve() was called", function()
+      local l = assert(listen{})
+      local _, port = l:addr()
+      local c = helper.client("127.0.0.1", port)
+      core.step(0.01)
+      l:serve(function(conn) conn:write("hi") end)
+      assert.are.equal("hi", helper.recv(c, 2))
+      c:close(); l:close()
+    end)
+  end)
+
+  describe(":close()", function()
+    it("is idempotent", function()
+      local l = assert(listen{})
+      assert.is_true(l:close())
+      assert.is_true(l:close())
+      assert.are.equal("peerlisten.Listener (closed)", tostring(l))
+    end)
+
+    it("makes other methods raise", function()
+      local l = assert(listen{})
+      l:close()
+      assert.has_error(function() l:accept(0) end, "attempt to use a closed listener")
+      assert.has_error(function() l:addr() end, "attempt to use a closed listener")
+      assert.has_error(function() l:serve(function() end) end, "attempt to use a closed listener")
+    end)
+
+    it("is called by <close>", function()
+      local port
+      do
+        local l <close> = assert(listen{})
+        _, port = l:addr()
+      end
+      local again = assert(listen{ port = port })
+      again:close()
+    end)
+
+    it("is done by garbage collection: the port and the socket file are free again", function()
+      local path = dir .. "/gc.sock"
+      local port
+      do
+        local l = assert(listen{})
+        _, port = l:addr()
+        assert(listen{ scheme = "unix", path = path })
+      end
+      collectgarbage(); collectgarbage()
+      core.step(0)
+      assert.are.equal("", helper.sh("test -e " .. path .. " && echo exists"))
+      local again = assert(listen{ port = port })
+      again:close()
+    end)
+
+    it("lets open connections finish up to the timeout, then closes them", function()
+      local l = assert(listen{})
+      local _, port = l:addr()
+      local c1 = helper.client("127.0.0.1", port)
+      local c2 = helper.client("127.0.0.1", port)
+      local conn1 = assert(l:accept(2))
+      local conn2 = assert(l:accept(2))
+      local finished = false
+      core.spawn(function()
+        core.sleep(0.1)
+        conn1:write("bye")
+        conn1:close()
+        finished = true
+      end)
+      local t0 = socket.gettime()
+      assert.is_true(l:close(0.5))
+      local dt = socket.gettime() - t0
+      assert.is_true(finished)
+      assert.is_true(dt >= 0.4 and dt < 3, "took " .. dt)   -- waited for conn2 until the timeout
+      assert.are.equal("bye", helper.recv(c1, 3))
+      -- conn2 was closed by force
+      assert.are.same({ nil, "use of closed network connection", "ECLOSED" }, { conn2:read(10, 1) })
+      assert.is_true(conn2:close())
+      c1:close(); c2:close()
+    end)
+
+    it("returns at once when every connection finished early", function()
+      local l = assert(listen{})
+      local _, port = l:addr()
+      local c = helper.client("127.0.0.1", port)
+      local conn = assert(l:accept(2))
+      core.spawn(function() core.sleep(0.05); conn:close() end)
+      local t0 = socket.gettime()
+      l:close(5)
+      assert.is_true(socket.gettime() - t0 < 2)
+      c:close()
+    end)
+  end)
+
+  describe(":stats()", function()
+    it("counts accepted and active connections", function()
+      local l = assert(listen{})
+      local _, port = l:addr()
+      local st = l:stats()
+      assert.are.equal(0, st.accepted)
+      assert.are.equal(0, st.active)
+      assert.are.equal(0, st.handshake_failures)
+      assert.are.same({}, st.rejected)
+      local c = helper.client("127.0.0.1", port)
+      local conn = assert(l:accept(2))
+      st = l:stats()
+      assert.are.equal(1, st.accepted)
+      assert.are.equal(1, st.active)
+      conn:close()
+      assert.are.equal(0, l:stats().active)
+      c:close(); l:close()
+    end)
+  end)
+end)
