@@ -5,7 +5,8 @@ local core = require "peerlisten.core"
 local log = require "peerlisten.log"
 local helper = require "helper"
 
-local sh = helper.sh
+-- Child processes (openssl, date, stat) must not inherit the sanitizer preload of `make sanitize`.
+local function sh(cmd) return helper.sh("unset LD_PRELOAD; " .. cmd) end
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
