@@ -1,9 +1,8 @@
 /*
-** cert.c: certificate helpers behind lua/peerlisten/cert.lua (owned by the
-** cert helper).  Key generation, self-signed and CA-issued X.509 v3
-** certificates, inspection, key matching, chain verification and the small
-** file primitives (mkdir -p, stat, atomic write) the Lua layer needs.
-** Everything crosses the boundary as PEM strings; there is no public userdata.
+** cert.c: certificate helpers behind lua/peerlisten/cert.lua: key generation,
+** self-signed and CA-issued X.509 v3 certificates, inspection, key matching,
+** verification, and the file primitives (mkdir -p, stat, atomic write) the Lua
+** layer needs.  PEM strings cross the boundary; there is no public userdata.
 */
 #ifndef _XOPEN_SOURCE
 #define _XOPEN_SOURCE 700
