@@ -693,6 +693,7 @@ void pl_conn_start (pl_group *g, uv_stream_t *h) {
     c->hs_timer = (uv_timer_t *)malloc(sizeof(uv_timer_t));
     if (c->hs_timer != NULL) {
       uv_timer_init(c->loop, c->hs_timer);
+      uv_update_time(c->loop);
       c->hs_timer->data = c;
       uv_timer_start(c->hs_timer, hs_timeout_cb,
                      (uint64_t)(pl_tls_handshake_timeout(c->tls) * 1000.0 + 0.5), 0);

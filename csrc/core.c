@@ -175,6 +175,7 @@ static void resume_later_start (pl_loop *lp, lua_State *co, int ref,
   r->co = co;
   r->ref = ref;
   r->donep = donep;
+  if (delay > 0) uv_update_time(&lp->loop);
   uv_timer_start(&r->timer, resume_later_cb, (uint64_t)(delay * 1000.0 + 0.5), 0);
 }
 
@@ -254,6 +255,7 @@ int pl_wait (lua_State *L, pl_waiter *w, double timeout,
       uv_timer_init(&lp->loop, w->timer);
       w->timer->data = w;
     }
+    uv_update_time(&lp->loop);   /* the cached time may be old */
     uv_timer_start(w->timer, waiter_timer_cb, (uint64_t)(timeout * 1000.0 + 0.5), 0);
   }
   if (ours) {
@@ -348,6 +350,7 @@ static int core_step (lua_State *L) {
       lp->steptimer->data = lp;
       uv_unref((uv_handle_t *)lp->steptimer);
     }
+    uv_update_time(&lp->loop);
     uv_timer_start(lp->steptimer, step_timer_cb, (uint64_t)(timeout * 1000.0 + 0.5), 0);
     uv_ref((uv_handle_t *)lp->steptimer);
     uv_run(&lp->loop, UV_RUN_ONCE);

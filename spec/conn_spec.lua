@@ -1,0 +1,217 @@
+local core = require "peerlisten.core"
+local helper = require "helper"
+local socket = require "socket"
+
+-- a listener plus one accepted connection and its luasocket client
+local function pair(opts)
+  opts = opts or {}
+  opts.scheme = opts.scheme or "http"
+  opts.host = opts.host or "127.0.0.1"
+  opts.port = 0
+  local l = assert(core.listen(opts))
+  local host, port = l:addr()
+  local c = helper.client(host, port)
+  local conn = assert(l:accept(2))
+  return l, conn, c
+end
+
+describe("peerlisten.Conn", function()
+  local fds
+  setup(function()
+    helper.warm()
+    fds = helper.fd_count()
+  end)
+  teardown(function() helper.assert_fds(fds) end)
+
+  describe(":read()", function()
+    it("returns what arrived, at most max bytes", function()
+      local l, conn, c = pair()
+      c:send("hello world")
+      assert.are.equal("hello", conn:read(5, 2))
+      assert.are.equal(" world", conn:read(100, 2))
+      c:close(); conn:close(); l:close()
+    end)
+
+    it("returns nil, 'EOF', 'EOF' when the peer closed", function()
+      local l, conn, c = pair()
+      c:send("last")
+      c:close()
+      assert.are.equal("last", conn:read(100, 2))
+      assert.are.same({ nil, "EOF", "EOF" }, { conn:read(100, 2) })
+      conn:close(); l:close()
+    end)
+
+    it("times out near the listener's read_timeout", function()
+      local l, conn, c = pair{ read_timeout = 0.2 }
+      local t0 = socket.gettime()
+      assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { conn:read(10) })
+      local dt = socket.gettime() - t0
+      assert.is_true(dt >= 0.15 and dt < 1.5, "took " .. dt)
+      -- the connection is still usable afterwards
+      c:send("x")
+      assert.are.equal("x", conn:read(10, 2))
+      c:close(); conn:close(); l:close()
+    end)
+
+    it("takes a per-call timeout", function()
+      local l, conn, c = pair{ read_timeout = 10 }
+      local t0 = socket.gettime()
+      assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { conn:read(10, 0.1) })
+      assert.is_true(socket.gettime() - t0 < 1.5)
+      c:close(); conn:close(); l:close()
+    end)
+
+    it("does not cut a connection that keeps talking (the deadline is per call)", function()
+      local l, conn, c = pair{ read_timeout = 0.3 }
+      local got, err = {}, nil
+      core.spawn(function()
+        while true do
+          local d, e = conn:read(100)
+          if not d then err = e break end
+          got[#got + 1] = d
+        end
+      end)
+      for i = 1, 6 do
+        c:send(tostring(i))
+        local t0 = socket.gettime()
+        helper.wait_until(function() return socket.gettime() - t0 > 0.12 end)
+      end
+      assert.is_nil(err)
+      assert.are.equal("123456", table.concat(got))
+      c:close()
+      assert.is_true(helper.wait_until(function() return err ~= nil end))
+      assert.are.equal("EOF", err)
+      conn:close(); l:close()
+    end)
+
+    it("raises on a bad max", function()
+      local l, conn, c = pair()
+      assert.has_error(function() conn:read(0) end)
+      assert.has_error(function() conn:read(10, -1) end)
+      c:close(); conn:close(); l:close()
+    end)
+  end)
+
+  describe(":write()", function()
+    it("writes all of a large buffer", function()
+      local l, conn, c = pair()
+      local big = string.rep("0123456789abcdef", 4 * 65536)   -- 4 MiB
+      local done
+      core.spawn(function() done = { conn:write(big) } end)
+      local got = helper.recv(c, #big, 20)
+      assert.is_true(helper.wait_until(function() return done ~= nil end))
+      assert.are.same({ true }, done)
+      assert.are.equal(#big, #got)
+      assert.is_true(got == big)
+      c:close(); conn:close(); l:close()
+    end)
+
+    it("times out near write_timeout when the peer does not read", function()
+      local l, conn, c = pair{ write_timeout = 0.3 }
+      local big = string.rep("x", 32 * 1024 * 1024)
+      local t0 = socket.gettime()
+      local ok, msg, code = conn:write(big)
+      local dt = socket.gettime() - t0
+      assert.is_nil(ok)
+      assert.are.equal("timeout", msg)
+      assert.are.equal("ETIMEDOUT", code)
+      assert.is_true(dt >= 0.25 and dt < 3, "took " .. dt)
+      c:close(); conn:close(); l:close()
+    end)
+
+    it("fails with a libuv code once the peer is gone", function()
+      local l, conn, c = pair()
+      c:close()
+      local ok, msg, code
+      for _ = 1, 50 do
+        ok, msg, code = conn:write(string.rep("x", 65536))
+        if not ok then break end
+        core.step(0.01)
+      end
+      assert.is_nil(ok)
+      assert.is_string(msg)
+      assert.is_truthy(code == "EPIPE" or code == "ECONNRESET", code)
+      conn:close(); l:close()
+    end)
+  end)
+
+  describe(":peer() and :tls_info()", function()
+    it("gives the remote address; no TLS info on plain connections", function()
+      local l, conn, c = pair()
+      local _, cport = c:getsockname()
+      local ip, port = conn:peer()
+      assert.are.equal("127.0.0.1", ip)
+      assert.are.equal(tonumber(cport), port)
+      assert.is_nil(conn:tls_info())
+      assert.matches("^peerlisten.Conn %(tcp 127.0.0.1:%d+%)$", tostring(conn))
+      c:close(); conn:close(); l:close()
+    end)
+  end)
+
+  describe("lifecycle", function()
+    it("close twice is harmless", function()
+      local l, conn, c = pair()
+      assert.is_true(conn:close())
+      assert.is_true(conn:close())
+      assert.are.equal("peerlisten.Conn (closed)", tostring(conn))
+      assert.are.equal(0, l:stats().active)
+      c:close(); l:close()
+    end)
+
+    it("methods raise after close", function()
+      local l, conn, c = pair()
+      conn:close()
+      assert.has_error(function() conn:read(1) end, "attempt to use a closed connection")
+      assert.has_error(function() conn:write("x") end, "attempt to use a closed connection")
+      assert.has_error(function() conn:peer() end, "attempt to use a closed connection")
+      c:close(); l:close()
+    end)
+
+    it("<close> closes it", function()
+      local l, conn, c = pair()
+      do
+        local cc <close> = conn
+        assert.truthy(cc)
+      end
+      assert.are.equal("peerlisten.Conn (closed)", tostring(conn))
+      -- the client sees the close
+      assert.are.same({ nil, "closed" }, { helper.recv(c, 1) })
+      c:close(); l:close()
+    end)
+
+    it("garbage collection closes a dropped connection", function()
+      local l = assert(core.listen{ scheme = "http", host = "127.0.0.1", port = 0 })
+      local _, port = l:addr()
+      local c = helper.client("127.0.0.1", port)
+      do local conn = assert(l:accept(2)); assert.truthy(conn) end
+      collectgarbage(); collectgarbage()
+      assert.is_true(helper.wait_until(function() return l:stats().active == 0 end))
+      assert.are.same({ nil, "closed" }, { helper.recv(c, 1) })
+      c:close(); l:close()
+    end)
+
+    it("survives its listener being collected", function()
+      local conn, c
+      do
+        local l = assert(core.listen{ scheme = "http", host = "127.0.0.1", port = 0 })
+        local _, port = l:addr()
+        c = helper.client("127.0.0.1", port)
+        conn = assert(l:accept(2))
+      end
+      collectgarbage(); collectgarbage()
+      c:send("still here")
+      assert.are.equal("still here", conn:read(100, 2))
+      c:close(); conn:close()
+    end)
+
+    it("a reader waiting in a coroutine gets ECLOSED when another closes the connection", function()
+      local l, conn, c = pair()
+      local res
+      core.spawn(function() res = { conn:read(10, 5) } end)
+      conn:close()
+      assert.is_true(helper.wait_until(function() return res ~= nil end))
+      assert.are.same({ nil, "use of closed network connection", "ECLOSED" }, res)
+      c:close(); l:close()
+    end)
+  end)
+end)
