@@ -1,0 +1,72 @@
+local helper = require "helper"
+
+local ROCKSPEC = "rockspec/peerlisten-scm-1.rockspec"
+
+local function load_rockspec()
+  local env = {}
+  local chunk = assert(loadfile(ROCKSPEC, "t", env))
+  chunk()
+  return env
+end
+
+local function ls(pattern)
+  local out = {}
+  for line in helper.sh("ls " .. pattern .. " 2>/dev/null"):gmatch("[^\n]+") do out[#out + 1] = line end
+  table.sort(out)
+  return out
+end
+
+describe("rockspec", function()
+  it("is a 3.0 builtin rockspec with OPENSSL and LIBUV external dependencies", function()
+    local r = load_rockspec()
+    assert.are.equal("3.0", r.rockspec_format)
+    assert.are.equal("scm-1", r.version)
+    assert.are.equal("builtin", r.build.type)
+    assert.is_table(r.external_dependencies.OPENSSL)
+    assert.is_table(r.external_dependencies.LIBUV)
+    assert.are.same({ "lua >= 5.4, < 5.5" }, r.dependencies)
+    assert.are.same({ type = "busted" }, r.test)
+  end)
+
+  it("lists exactly csrc/*.c as the sources of peerlisten.core", function()
+    local r = load_rockspec()
+    local sources = {}
+    for _, s in ipairs(r.build.modules["peerlisten.core"].sources) do sources[#sources + 1] = s end
+    table.sort(sources)
+    assert.are.same(ls("csrc/*.c"), sources)
+  end)
+
+  it("lists Lua modules that exist, and every module of lua/peerlisten", function()
+    local r = load_rockspec()
+    local listed = {}
+    for name, v in pairs(r.build.modules) do
+      if type(v) == "string" then
+        assert.is_truthy(io.open(v), name .. ": " .. v .. " is missing")
+        listed[v] = true
+      end
+    end
+    for _, f in ipairs(ls("lua/peerlisten/*.lua")) do
+      assert.is_true(listed[f] or false, f .. " is not in the rockspec")
+    end
+  end)
+
+  it("#slow builds and installs offline with luarocks make into a temporary tree", function()
+    if not helper.sh("command -v luarocks"):match("luarocks") then
+      pending("luarocks is not installed")
+      return
+    end
+    local tree = helper.tmpdir()
+    local out = helper.sh(("luarocks --lua-version=5.4 make --tree '%s' --deps-mode=none %s 2>&1; echo rc=$?")
+      :format(tree, ROCKSPEC))
+    local ok = out:match("rc=0\n$") ~= nil
+    local so = helper.sh(("find '%s' -name core.so -path '*peerlisten*'"):format(tree))
+    local syms = so ~= "" and helper.sh("nm -D --defined-only " .. so:match("[^\n]+") .. " | grep -c ' T '") or ""
+    local loaded = helper.sh(("LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e 'print(type(require(\"peerlisten.core\").listen))' 2>&1")
+      :format(tree))
+    helper.rmdir(tree)
+    assert.is_true(ok, out)
+    assert.are_not.equal("", so)
+    assert.are.equal("1\n", syms)
+    assert.are.equal("function\n", loaded)
+  end)
+end)
