@@ -99,6 +99,43 @@ function M.recv(c, n, timeout)
   return table.concat(parts)
 end
 
+--- Starts a shell command in the background, output to a file.
+--- Returns the pid and the output path; stop it with M.kill(pid).
+function M.bg(cmd, outfile)
+  local p = io.popen(("(%s) > '%s' 2>&1 < /dev/null & echo $!"):format(cmd, outfile))
+  local pid = tonumber(p:read("l"))
+  p:close()
+  return pid, outfile
+end
+
+--- Stops a background process started by M.bg (by its pid).
+function M.kill(pid)
+  if pid then os.execute(("kill %d 2>/dev/null; true"):format(pid)) end
+end
+
+function M.readfile(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- A self-signed EC certificate for localhost/127.0.0.1 in dir (openssl CLI).
+function M.selfsigned(dir, name)
+  name = name or "server"
+  local cert, key = dir .. "/" .. name .. ".crt", dir .. "/" .. name .. ".key"
+  local ok = os.execute(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes " ..
+    "-keyout '%s' -out '%s' -days 1 -subj /CN=localhost " ..
+    "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1"):format(key, cert))
+  assert(ok, "openssl req failed")
+  return cert, key
+end
+
+function M.have(tool)
+  return M.sh("command -v " .. tool .. " 2>/dev/null") ~= ""
+end
+
 --- Opens the process-wide fds that libuv and the resolver create lazily
 --- (libuv's reserve fd, resolver files), so that fd counts compare.
 function M.warm()

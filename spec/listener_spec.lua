@@ -418,3 +418,159 @@ describe("peerlisten.Listener", function()
     end)
   end)
 end)
+
+describe("peerlisten.Listener TLS #interop", function()
+  local fds, dir, cert, key, policy
+  setup(function()
+    helper.warm()
+    fds = helper.fd_count()
+    dir = helper.tmpdir()
+    if helper.have("openssl") then cert, key = helper.selfsigned(dir) end
+  end)
+  teardown(function()
+    policy = nil
+    helper.rmdir(dir)
+    helper.assert_fds(fds)
+  end)
+  before_each(function()
+    if not cert then pending("openssl is not installed") return end
+    policy = assert(core.tls_policy{ cert_file = cert, key_file = key, handshake_timeout = 2 })
+  end)
+
+  local function capture()
+    local entries = {}
+    return entries, function(level, msg, fields)
+      entries[#entries + 1] = { level = level, msg = msg, fields = fields }
+    end
+  end
+
+  local function echo_server(l, seen)
+    l:serve(function(conn)
+      seen.info = conn:tls_info()
+      local d = conn:read(100, 5)
+      if d then conn:write("echo:" .. d) end
+    end)
+  end
+
+  local function s_client(args, out)
+    return helper.bg("(printf hello; sleep 2) | timeout 10 openssl s_client -quiet " .. args, out)
+  end
+
+  it("serves https to openssl s_client and reports tls_info", function()
+    if not cert then return end
+    local l = assert(listen{ scheme = "https", tls = policy })
+    assert.are.equal(policy, l:tls())
+    local _, port = l:addr()
+    local seen = {}
+    echo_server(l, seen)
+    local pid, out = s_client("-connect 127.0.0.1:" .. port, dir .. "/s1.out")
+    local ok = helper.wait_until(function() return helper.readfile(out):find("echo:hello", 1, true) end, 10)
+    helper.kill(pid)
+    assert.is_truthy(ok, helper.readfile(out))
+    assert.is_table(seen.info)
+    assert.matches("^TLS1%.[23]$", seen.info.version)
+    assert.is_string(seen.info.cipher)
+    assert.are.equal(1, l:stats().accepted)
+    l:close()
+  end)
+
+  it("serves unixs (real TLS over a unix socket)", function()
+    if not cert then return end
+    local path = dir .. "/tls.sock"
+    local l = assert(listen{ scheme = "unixs", path = path, tls = policy })
+    local seen = {}
+    echo_server(l, seen)
+    local pid, out = s_client("-unix " .. path, dir .. "/s2.out")
+    local ok = helper.wait_until(function() return helper.readfile(out):find("echo:hello", 1, true) end, 10)
+    helper.kill(pid)
+    assert.is_truthy(ok, helper.readfile(out))
+    assert.is_table(seen.info)
+    l:close()
+    assert.are.equal("", helper.sh("test -e " .. path .. " && echo exists"))
+  end)
+
+  it("closes plain HTTP to a TLS port without a byte, logs and counts it", function()
+    if not cert then return end
+    local entries, hook = capture()
+    local l = assert(listen{ scheme = "https", tls = policy, logger = hook })
+    local _, port = l:addr()
+    l:serve(function() error("must not be called") end)
+    local c = helper.client("127.0.0.1", port)
+    c:send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.same({ nil, "closed" }, { helper.recv(c, 1, 5) })
+    assert.is_true(helper.wait_until(function() return #entries == 1 end))
+    local e = entries[1]
+    assert.are.equal("warn", e.level)
+    assert.are.equal("rejected connection", e.msg)
+    assert.are.equal("tls: first record does not look like a TLS handshake", e.fields.error)
+    assert.are.equal("not_tls", e.fields.reason)
+    assert.matches("^127%.0%.0%.1:%d+$", e.fields["remote-addr"])
+    assert.are.equal("", e.fields["server-name"])
+    assert.are.same({}, e.fields["ip-addresses"])
+    assert.are.same({}, e.fields["dns-names"])
+    local st = l:stats()
+    assert.are.equal(1, st.handshake_failures)
+    assert.are.equal(1, st.rejected.not_tls)
+    assert.are.equal(0, st.accepted)
+    c:close(); l:close()
+  end)
+
+  it("drops a client trickling bytes at the whole-handshake deadline", function()
+    if not cert then return end
+    local entries, hook = capture()
+    local p = assert(core.tls_policy{ cert_file = cert, key_file = key, handshake_timeout = 0.5 })
+    local l = assert(listen{ scheme = "https", tls = p, logger = hook, read_timeout = 5 })
+    local _, port = l:addr()
+    l:serve(function() error("must not be called") end)
+    local c = helper.client("127.0.0.1", port)
+    -- a TLS record header, then one byte every 0.1 s: never a full ClientHello
+    local hello = "\22\3\1\1\0" .. string.rep("\1", 64)
+    local t0, i, closed = socket.gettime(), 1, false
+    helper.wait_until(function()
+      if socket.gettime() - t0 > (i - 1) * 0.1 and i <= #hello then
+        local _, err = c:send(hello:sub(i, i))
+        if err == "closed" then closed = true end
+        i = i + 1
+      end
+      local _, err = c:receive(1)
+      if err == "closed" then closed = true end
+      return closed
+    end, 5)
+    local dt = socket.gettime() - t0
+    assert.is_true(closed)
+    assert.is_true(dt >= 0.4 and dt < 2.5, "took " .. dt)
+    assert.is_true(helper.wait_until(function() return #entries == 1 end))
+    assert.are.equal("timeout", entries[1].fields.reason)
+    assert.matches("^read tcp 127%.0%.0%.1:%d+%->127%.0%.0%.1:%d+: i/o timeout$", entries[1].fields.error)
+    assert.are.equal(1, l:stats().rejected.timeout)
+    c:close(); l:close()
+  end)
+
+  it("routes rejections to the log hook when the listener has no logger", function()
+    if not cert then return end
+    local entries, hook = capture()
+    local old = core.set_log_hook(hook)
+    local l = assert(listen{ scheme = "https", tls = policy })
+    local _, port = l:addr()
+    l:serve(function() end)
+    local c = helper.client("127.0.0.1", port)
+    c:send("hello there, not TLS\r\n")
+    local ok = helper.wait_until(function() return #entries == 1 end)
+    core.set_log_hook(old)
+    assert.is_true(ok)
+    assert.are.equal("rejected connection", entries[1].msg)
+    c:close(); l:close()
+  end)
+
+  it("closes pending handshakes when the listener closes", function()
+    if not cert then return end
+    local l = assert(listen{ scheme = "https", tls = policy })
+    local _, port = l:addr()
+    l:serve(function() end)
+    local c = helper.client("127.0.0.1", port)
+    assert.is_true(helper.wait_until(function() return l:stats().handshaking == 1 end))
+    l:close()
+    assert.are.same({ nil, "closed" }, { helper.recv(c, 1, 5) })
+    c:close()
+  end)
+end)
