@@ -661,7 +661,8 @@ if #resume_rows > 0 then
 end
 if scen9 then
   emit("Scenario 9: `peerlisten.configure_peer_listeners` with port-0 URLs on 127.0.x.y (wall time, median "
-    .. "(min–max) of " .. math.max(opt.rounds, 1) .. " runs; fds of the process before / while open / after close or rollback):")
+    .. "(min–max) of " .. math.max(opt.rounds, 1) .. " runs; fds of the process before / while open / after close or rollback; "
+    .. "in the rollback case the socket holding the busy port is one of the fds):")
   emit("")
   if #scen9.lines == 1 and scen9.lines[1].skip then
     emit("skipped: " .. scen9.lines[1].skip)
@@ -688,9 +689,9 @@ if scen9 then
       local cv = {}
       for _, x in ipairs(cms) do if type(x) == "number" then cv[#cv + 1] = x end end
       local errs = type(last.err) == "string" and last.err:gsub("|", "/") or "ok"
+      local function int (x) return type(x) == "number" and string.format("%d", x) or "–" end
       emit(string.format("| %s | %s | %s | %s | %s / %s / %s | %s |", c, cell, fmt(median(cv)),
-        tostring(last.listeners or "–"), tostring(last.fds_before or "–"), tostring(last.fds_open or "–"),
-        tostring(last.fds_after or "–"), errs))
+        int(last.listeners), int(last.fds_before), int(last.fds_open), int(last.fds_after), errs))
     end
   end
   emit("")

@@ -31,11 +31,21 @@ for a in "$@"; do
   esac
 done
 export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" LUA_CPATH="$root/?.so;;"
+# VARIANT cli-tls / cli-mtls / cli-plain profiles `bin/peerlisten serve` instead
+server=(lua5.4 "$here/servers/plcore.lua" "$port" "$variant" "$tmp/certs")
+case $variant in
+  cli-*)
+    v=${variant#cli-}; scheme=https; [ "$v" = plain ] && scheme=http
+    server=(lua5.4 "$root/bin/peerlisten" serve --data-dir "$tmp/data" --listen-peer-urls "$scheme://127.0.0.1:$port")
+    [ "$v" != plain ] && server+=(--peer-cert-file "$tmp/certs/server.crt" --peer-key-file "$tmp/certs/server.key")
+    [ "$v" = mtls ] && server+=(--peer-trusted-ca-file "$tmp/certs/ca.crt" --peer-client-cert-auth)
+    ;;
+esac
 case $tool in
   perf)
-    taskset -c 1 lua5.4 "$here/servers/plcore.lua" "$port" "$variant" "$tmp/certs" >"$tmp/log" 2>&1 &
+    taskset -c 1 "${server[@]}" >"$tmp/log" 2>&1 &
     pid=$!
-    sleep 0.5
+    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
     taskset -c 0 "$build/goload" -addr "127.0.0.1:$port" -ca "$tmp/certs/ca.crt" -d 0.5s "${args[@]}" >/dev/null
     perf record -q -F 2000 -g -o "$tmp/perf.data" -p "$pid" -- sleep "$secs" 2>/dev/null &
     rec=$!
@@ -44,13 +54,13 @@ case $tool in
     perf report -i "$tmp/perf.data" --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^$' | head -70
     ;;
   callgrind)
-    taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
-      lua5.4 "$here/servers/plcore.lua" "$port" "$variant" "$tmp/certs" >"$tmp/log" 2>&1 &
+    taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "${server[@]}" >"$tmp/log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
     taskset -c 0 "$build/goload" -addr "127.0.0.1:$port" -ca "$tmp/certs/ca.crt" -d "${secs}s" "${args[@]}"
     kill "$pid"; wait "$pid" || true; pid=""
-    callgrind_annotate --inclusive=yes "$tmp/cg.out" 2>/dev/null | head -45
+    [ -n "${CG_KEEP:-}" ] && cp "$tmp/cg.out" "$CG_KEEP"
+    callgrind_annotate --inclusive=yes "$tmp/cg.out" 2>/dev/null | head -${CG_LINES:-45}
     callgrind_annotate "$tmp/cg.out" 2>/dev/null | sed -n '1,40p' | tail -25
     ;;
 esac
