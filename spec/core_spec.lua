@@ -3,11 +3,8 @@ local helper = require "helper"
 
 describe("peerlisten.core", function()
   local fds
-  setup(function() collectgarbage(); fds = helper.fd_count() end)
-  teardown(function()
-    collectgarbage(); collectgarbage()
-    assert.are.equal(fds, helper.fd_count(), table.concat(helper.fd_list(), "\n"))
-  end)
+  setup(function() helper.warm(); fds = helper.fd_count() end)
+  teardown(function() helper.assert_fds(fds) end)
 
   it("loads and exports only luaopen_peerlisten_core", function()
     assert.is_table(core)
@@ -48,7 +45,7 @@ describe("peerlisten.core", function()
 
     it("yields inside spawned coroutines; run() returns when work is done", function()
       local order = {}
-      core.spawn(function() core.sleep(0.02); order[#order + 1] = "b" end)
+      core.spawn(function() core.sleep(0.06); order[#order + 1] = "b" end)
       core.spawn(function() core.sleep(0.01); order[#order + 1] = "a" end)
       assert.are.same({}, order)
       core.run()
