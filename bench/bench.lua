@@ -18,7 +18,7 @@ local MiB = 1 << 20
 
 --------------------------------------------------------------------------- options
 local opt = { rounds = 5, seconds = 2, scenarios = nil, servers = nil, out = ROOT .. "/bench/results",
-  write = true, idle_conns = 2000 }
+  write = true, idle_conns = 2000, ir = true, ir_seconds = 2 }
 do
   local i = 1
   while i <= #arg do
@@ -30,10 +30,13 @@ do
     elseif a == "--out" then opt.out = v; i = i + 1
     elseif a == "--idle-conns" then opt.idle_conns = assert(tonumber(v)); i = i + 1
     elseif a == "--no-write" then opt.write = false
+    elseif a == "--no-ir" then opt.ir = false
+    elseif a == "--ir-seconds" then opt.ir_seconds = assert(tonumber(v)); i = i + 1
     elseif a == "--json" then opt.json = v; i = i + 1
     elseif a == "-h" or a == "--help" then
       io.write("usage: bench/run [--scenario N[,M]] [--rounds R] [--seconds S] [--servers a,b]\n",
-        "                 [--idle-conns N] [--no-write] [--out DIR] [--json FILE]\n")
+        "                 [--idle-conns N] [--no-write] [--out DIR] [--json FILE]\n",
+        "                 [--no-ir] [--ir-seconds S]\n")
       os.exit(0)
     else error("unknown option " .. a) end
     i = i + 1
@@ -145,12 +148,12 @@ end
 local started = {}   -- pid -> true, every server process started and not yet stopped
 local all_pids = {}  -- every server process started (and its children), for the smoke spec
 
-local function stop (pid)
+local function stop (pid, grace)
   if not pid or not started[pid] then return end
   local pids = tree(pid)
   for _, p in ipairs(pids) do all_pids[#all_pids + 1] = p end
   os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-  for _ = 1, 60 do
+  for _ = 1, math.floor((grace or 3) / 0.05) do
     if not alive(pid) then break end
     socket.sleep(0.05)
   end
@@ -188,11 +191,13 @@ local LUA_PATH_LUAHTTP = "/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua
 local LUA_PATH_PL = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
 local LUA_CPATH_PL = ROOT .. "/?.so;;"
 local PIN = "taskset -c " .. SERVER_CORE .. " "
+-- what runs the server program: nothing, or valgrind (instruction counts)
+local function VG (inst) return inst.wrap or "" end
 
-local function nginx_conf (dir, port, variant, tickets_off)
+local function nginx_conf (dir, port, variant, tickets_off, vg)
   local tls = variant ~= "plain"
   local lines = {
-    "daemon off;", "master_process on;", "worker_processes 1;", "user root;",
+    "daemon off;", vg and "master_process off;" or "master_process on;", "worker_processes 1;", "user root;",
     "pid " .. dir .. "/nginx.pid;", "error_log " .. dir .. "/error.log warn;",
     "worker_rlimit_nofile 16384;", "events { worker_connections 8192; }",
     "http {",
@@ -233,8 +238,8 @@ local function nginx_server (tickets_off)
       local d = inst.dir
       os.execute("chmod 755 " .. d)
       writefile(d .. "/bulk.bin", string.rep("x", MiB))
-      writefile(d .. "/nginx.conf", nginx_conf(d, inst.port, inst.variant, tickets_off))
-      return PIN .. "/usr/sbin/nginx -p " .. d .. " -c " .. d .. "/nginx.conf -e " .. d .. "/error.log"
+      writefile(d .. "/nginx.conf", nginx_conf(d, inst.port, inst.variant, tickets_off, inst.wrap ~= nil))
+      return PIN .. VG(inst) .. "/usr/sbin/nginx -p " .. d .. " -c " .. d .. "/nginx.conf -e " .. d .. "/error.log"
     end,
     -- server-side resumption count: lines of the access log, "r" = reused
     resumed = function (inst)
@@ -254,6 +259,7 @@ local SERVERS = {
   nginx = nginx_server(false),
   ["nginx-nt"] = nginx_server(true),
   go = {
+    no_valgrind = true,   -- Go binaries do not run reliably under valgrind
     variants = { tls = true, mtls = true, tickets = true, plain = true },
     available = function () return exists(BUILD .. "/goserver") or "goserver not built" end,
     start = function (inst)
@@ -280,7 +286,7 @@ local SERVERS = {
       return exists("/usr/share/lua/5.3/http/server.lua") or "lua-http not installed (apt-get install lua-http)"
     end,
     start = function (inst)
-      return PIN .. "env LUA_PATH='" .. LUA_PATH_LUAHTTP .. "' lua5.4 " .. ROOT .. "/bench/servers/luahttp.lua "
+      return PIN .. "env LUA_PATH='" .. LUA_PATH_LUAHTTP .. "' " .. VG(inst) .. "lua5.4 " .. ROOT .. "/bench/servers/luahttp.lua "
         .. inst.port .. " " .. inst.variant .. " " .. CERTS
     end,
   },
@@ -291,7 +297,7 @@ local SERVERS = {
       return exists("/usr/lib/x86_64-linux-gnu/lua/5.4/ssl.so") or "lua-sec not installed (apt-get install lua-sec)"
     end,
     start = function (inst)
-      return PIN .. "lua5.4 " .. ROOT .. "/bench/servers/luasec.lua " .. inst.port .. " " .. inst.variant .. " " .. CERTS
+      return PIN .. VG(inst) .. "lua5.4 " .. ROOT .. "/bench/servers/luasec.lua " .. inst.port .. " " .. inst.variant .. " " .. CERTS
     end,
   },
 }
@@ -323,9 +329,9 @@ SERVERS.peerlisten = {
       if inst.variant == "mtls" then
         a = a .. " --peer-trusted-ca-file " .. CERTS .. "/ca.crt --peer-client-cert-auth"
       end
-      return PIN .. PL_ENV .. "lua5.4 " .. ROOT .. "/bin/peerlisten" .. a
+      return PIN .. PL_ENV .. VG(inst) .. "lua5.4 " .. ROOT .. "/bin/peerlisten" .. a
     end
-    return PIN .. PL_ENV .. "lua5.4 " .. ROOT .. "/bench/servers/plcore.lua " .. inst.port .. " "
+    return PIN .. PL_ENV .. VG(inst) .. "lua5.4 " .. ROOT .. "/bench/servers/plcore.lua " .. inst.port .. " "
       .. inst.variant .. " " .. CERTS
   end,
 }
@@ -372,16 +378,20 @@ local function run_client (cmd)
   return res
 end
 
-local function start_server (name, scen)
+local function start_server (name, scen, valgrind)
   local srv = SERVERS[name]
   local inst = { name = name, variant = scen.variant, port = free_port() }
   inst.dir = TMP .. "/" .. name .. "-" .. scen.id .. "-" .. tostring(inst.port)
   os.execute("mkdir -p " .. inst.dir)
+  if valgrind then
+    inst.cg = inst.dir .. "/callgrind.out"
+    inst.wrap = "valgrind --tool=callgrind --callgrind-out-file=" .. inst.cg .. " "
+  end
   local cmd = srv.start(inst, scen)
   inst.log = inst.dir .. "/server.log"
   inst.pid = spawn(cmd, inst.log)
   started[inst.pid] = true
-  local ok, why = wait_port(inst.port, inst.pid, 15)
+  local ok, why = wait_port(inst.port, inst.pid, valgrind and 60 or 15)
   if not ok then
     local l = (readfile(inst.log) or ""):sub(1, 300)
     stop(inst.pid)
@@ -443,6 +453,22 @@ local function measure_idle (name, scen, seconds)
   return { value = (rss1 - rss0) / ready, ops = ready, errors = n - ready, rate = 0, rss0 = rss0, rss1 = rss1 }
 end
 
+-- instructions per operation: the server under callgrind, counters zeroed
+-- after a warm-up, 2 client workers for opt.ir_seconds, totals read at exit
+local function measure_ir (name, scen)
+  local inst, err = start_server(name, scen, true)
+  if not inst then return nil, err end
+  run_client(client_cmd(scen, inst.port, 0.5, "-c 2"))
+  os.execute("callgrind_control -z " .. inst.pid .. " >/dev/null 2>&1")
+  local res = run_client(client_cmd(scen, inst.port, opt.ir_seconds, "-c 2"))
+  stop(inst.pid, 30)
+  local cg = readfile(inst.cg) or ""
+  local total = tonumber(cg:match("\nsummary:%s*(%d+)") or cg:match("\ntotals:%s*(%d+)") or "")
+  if not total or res.ops == 0 then return nil, "callgrind: no totals or no ops " .. tostring(res.first_error) end
+  if scen.unit == "µs/MiB" then return total / (res.bytes / MiB), res end
+  return total / res.ops, res
+end
+
 --------------------------------------------------------------------------- statistics and tables
 local function median (v)
   local t = {}
@@ -478,7 +504,8 @@ if want_srv then
   end
 end
 
-local results = {}    -- results[scen.id][server] = { rounds = {m...}, err = }
+local results = {}    -- results[scen.id][server] = { rounds = {m...}, err = , ir = }
+local HAVE_VALGRIND = os.execute("command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1") == true
 local scen9
 local t_start = socket.gettime()
 
@@ -536,6 +563,21 @@ local function run_scenario (scen)
   end)
   for _, inst in pairs(insts) do stop(inst.pid) end
   if not ok then error(err, 0) end
+  if opt.ir and not scen.idle and HAVE_VALGRIND then
+    for _, name in ipairs(servers) do
+      local r = res[name]
+      if not SERVERS[name].no_valgrind and SERVERS[name].variants[scen.variant] and #r.rounds > 0 then
+        local ok2, ir, cres = pcall(measure_ir, name, scen)
+        if ok2 and ir then
+          r.ir = ir
+          log("  callgrind %-10s %12.0f Ir per %s (%d ops)", name, ir, scen.unit == "µs/MiB" and "MiB" or "op", cres.ops)
+        else
+          r.ir_err = tostring(cres or ir)
+          log("  callgrind %-10s failed: %s", name, r.ir_err)
+        end
+      end
+    end
+  end
 end
 
 local ok, err = pcall(function ()
@@ -636,6 +678,39 @@ for _, scen in ipairs(SCENARIOS) do
   end
 end
 emit("")
+local ir_rows = {}
+for _, scen in ipairs(SCENARIOS) do
+  local res = results[scen.id]
+  if res then
+    local row, any = { scen.id .. ". " .. scen.name, scen.unit == "µs/MiB" and "Ir/MiB" or "Ir/op" }, false
+    local base = res.nginx and res.nginx.ir
+    for _, name in ipairs(servers) do
+      local ir = res[name].ir
+      if ir then
+        any = true
+        local cell = ir >= 1e6 and string.format("%.2fM", ir / 1e6) or string.format("%.1fk", ir / 1e3)
+        if base then cell = cell .. string.format(" **%.2f×**", ir / base) end
+        if name == "peerlisten" and res[name].cli == false then cell = cell .. " †" end
+        row[#row + 1] = cell
+      else
+        row[#row + 1] = "–"
+      end
+    end
+    if any then ir_rows[#ir_rows + 1] = "| " .. table.concat(row, " | ") .. " |" end
+  end
+end
+if #ir_rows > 0 then
+  emit("Instructions per operation (callgrind, user space of the server process, one run of "
+    .. opt.ir_seconds .. " s with 2 client workers after a warm-up; stable where the CPU times above are noisy; "
+    .. "Go is not run under valgrind):")
+  emit("")
+  local h3 = { "scenario", "unit" }
+  for _, name in ipairs(servers) do h3[#h3 + 1] = LABEL[name] end
+  emit("| " .. table.concat(h3, " | ") .. " |")
+  emit("| " .. table.concat(sep, " | ") .. " |")
+  for _, l in ipairs(ir_rows) do emit(l) end
+  emit("")
+end
 if next(fn_marks) then
   emit("† peerlisten figures marked † come from bench/servers/plcore.lua, the same responder written straight on "
     .. "`peerlisten.core` (listen + tls_policy + serve): `peerlisten serve` answers /health only and has no "
