@@ -1,4 +1,4 @@
 std = "lua54"
-max_line_length = 120
+max_line_length = 130
 files["spec"] = { std = "+busted" }
 exclude_files = { "bench/results", "bench/.build" }

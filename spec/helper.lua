@@ -118,16 +118,18 @@ end
 
 --- Starts a shell command in the background, output to a file.
 --- Returns the pid and the output path; stop it with M.kill(pid).
+--- The command runs in its own process group (setsid), led by that pid.
 function M.bg(cmd, outfile)
-  local p = io.popen(("(%s) > '%s' 2>&1 < /dev/null & echo $!"):format(cmd, outfile))
-  local pid = tonumber(p:read("l"))
+  local quoted = "'" .. cmd:gsub("'", "'\\''") .. "'"
+  local p = io.popen(("setsid sh -c %s > '%s' 2>&1 < /dev/null & echo $!"):format(quoted, outfile))
+  local child = tonumber(p:read("l"))
   p:close()
-  return pid, outfile
+  return child, outfile
 end
 
---- Stops a background process started by M.bg (by its pid).
-function M.kill(pid)
-  if pid then os.execute(("kill %d 2>/dev/null; true"):format(pid)) end
+--- Stops a background process started by M.bg, and its process group.
+function M.kill(child)
+  if child then os.execute(("kill -TERM -- -%d %d 2>/dev/null; true"):format(child, child)) end
 end
 
 function M.readfile(path)

@@ -61,8 +61,8 @@ describe("rockspec", function()
     local ok = out:match("rc=0\n$") ~= nil
     local so = helper.sh(("find '%s' -name core.so -path '*peerlisten*'"):format(tree))
     local syms = so ~= "" and helper.sh("nm -D --defined-only " .. so:match("[^\n]+") .. " | grep -c ' T '") or ""
-    local loaded = helper.sh(("LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e 'print(type(require(\"peerlisten.core\").listen))' 2>&1")
-      :format(tree))
+    local probe = "print(type(require(\"peerlisten.core\").listen))"
+    local loaded = helper.sh(("LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e '%s' 2>&1"):format(tree, probe))
     helper.rmdir(tree)
     assert.is_true(ok, out)
     assert.are_not.equal("", so)
