@@ -25,8 +25,7 @@ CFLAGS ?= $(OPTFLAGS)
 PL_CFLAGS = -std=c99 -D_XOPEN_SOURCE=700 -D_DEFAULT_SOURCE $(CWARNS) -Werror -fPIC -fvisibility=hidden \
   $(shell $(PKG_CONFIG) --cflags $(PKGS))
 # The Lua interpreter provides the Lua API: do not link liblua into the module.
-# nodelete: process-wide OpenSSL objects (our BIO method) stay reachable after lua_close.
-PL_LIBS = $(shell $(PKG_CONFIG) --libs libuv openssl) -Wl,-z,nodelete
+PL_LIBS = $(shell $(PKG_CONFIG) --libs libuv openssl)
 LDFLAGS ?=
 
 SRCS := $(sort $(wildcard csrc/*.c))

@@ -72,7 +72,11 @@ static void free_handle (uv_handle_t *h) {
 
 /* ---- the BIO between OpenSSL and libuv ---- */
 
+/* One BIO method shared by every loop of the process, freed with the last
+** loop (pl_conn_loops).  The mutex guards both. */
 static BIO_METHOD *bio_method = NULL;
+static int bio_loops = 0;
+static uv_mutex_t bio_mutex;
 static uv_once_t bio_once = UV_ONCE_INIT;
 
 static int bio_write (BIO *b, const char *data, int len) {
@@ -129,15 +133,39 @@ static int bio_create (BIO *b) {
   return 1;
 }
 
-static void bio_method_init (void) {
-  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
-                               "peerlisten libuv stream");
-  if (m == NULL) return;
-  BIO_meth_set_write(m, bio_write);
-  BIO_meth_set_read(m, bio_read);
-  BIO_meth_set_ctrl(m, bio_ctrl);
-  BIO_meth_set_create(m, bio_create);
-  bio_method = m;
+static void bio_mutex_init (void) {
+  if (uv_mutex_init(&bio_mutex) != 0) abort();
+}
+
+/* Returns the BIO method, creating it on first use; NULL when out of memory. */
+static BIO_METHOD *bio_method_get (void) {
+  BIO_METHOD *m;
+  uv_once(&bio_once, bio_mutex_init);
+  uv_mutex_lock(&bio_mutex);
+  if (bio_method == NULL) {
+    m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "peerlisten libuv stream");
+    if (m != NULL) {
+      BIO_meth_set_write(m, bio_write);
+      BIO_meth_set_read(m, bio_read);
+      BIO_meth_set_ctrl(m, bio_ctrl);
+      BIO_meth_set_create(m, bio_create);
+      bio_method = m;
+    }
+  }
+  m = bio_method;
+  uv_mutex_unlock(&bio_mutex);
+  return m;
+}
+
+void pl_conn_loops (int delta) {
+  uv_once(&bio_once, bio_mutex_init);
+  uv_mutex_lock(&bio_mutex);
+  bio_loops += delta;
+  if (bio_loops <= 0 && bio_method != NULL) {
+    BIO_meth_free(bio_method);
+    bio_method = NULL;
+  }
+  uv_mutex_unlock(&bio_mutex);
 }
 
 /* ---- group bookkeeping ---- */
@@ -673,7 +701,6 @@ void pl_conn_start (pl_group *g, uv_stream_t *h) {
     c->tls = pl_tls_retain(g->tls);
     g->handshaking++;
     if (g->on_change) g->on_change(g);
-    uv_once(&bio_once, bio_method_init);
     err[0] = '\0';
     c->ssl = pl_tls_new_ssl(c->tls, err, sizeof(err));
     if (c->ssl == NULL) {
@@ -682,7 +709,10 @@ void pl_conn_start (pl_group *g, uv_stream_t *h) {
       hs_reject(c, "handshake", err[0] ? err : "cannot create TLS session", 1);
       return;
     }
-    bio = bio_method ? BIO_new(bio_method) : NULL;
+    {
+      BIO_METHOD *m = bio_method_get();
+      bio = m ? BIO_new(m) : NULL;
+    }
     if (bio == NULL) {
       hs_reject(c, "handshake", "cannot create TLS BIO", 1);
       return;

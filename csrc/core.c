@@ -419,6 +419,7 @@ static int loop__gc (lua_State *L) {
   }
   free(lp->readbuf);
   lp->readbuf = NULL;
+  pl_conn_loops(-1);
   return 0;
 }
 
@@ -452,6 +453,7 @@ static void loop_open (lua_State *L) {
   if (r != 0) luaL_error(L, "peerlisten: cannot create event loop: %s", uv_strerror(r));
   lp->closed = 0;
   lp->loop.data = lp;
+  pl_conn_loops(1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   lp->L = lua_tothread(L, -1);
   lua_pop(L, 1);

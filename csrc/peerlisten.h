@@ -161,6 +161,9 @@ PL_HIDDEN void pl_group_close_pending (pl_group *g);
 /* Closes every connection of g (force); with detach, Lua-held ones are only
 ** detached from g instead (the listener is being collected). */
 PL_HIDDEN void pl_group_close_all (pl_group *g, int detach);
+/* Counts loops using conn.c's process-wide BIO method (+1 when a loop is
+** created, -1 when it is closed: the last one frees it). */
+PL_HIDDEN void pl_conn_loops (int delta);
 /* Pushes a new peerlisten.Conn userdata owning c. */
 PL_HIDDEN void pl_conn_push (lua_State *L, pl_conn *c);
 /* Closes a connection not (yet) given to Lua. */
