@@ -110,6 +110,13 @@ func main() {
 	network := "tcp"
 	if *unix {
 		network = "unix"
+		if cfg.ServerName == "" {
+			cfg.ServerName = "localhost"
+		}
+	} else if cfg.ServerName == "" {
+		if h, _, err := net.SplitHostPort(*addr); err == nil {
+			cfg.ServerName = h
+		}
 	}
 	raw, err := net.DialTimeout(network, *addr, *timeout)
 	if err != nil {
