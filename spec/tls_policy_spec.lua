@@ -497,7 +497,7 @@ describe("peerlisten.TlsPolicy", function()
     end)
     describe("client SAN check (post-handshake)", function()
       it("rejects an IP SAN that is not the remote address", function()
-        local m, side = rejected(mtls, pair("client-badsan"), "san_mismatch",
+        local _, side = rejected(mtls, pair("client-badsan"), "san_mismatch",
           "x509: certificate is valid for 10.9.9.9, not 127.0.0.1")
         assert.are.equal("post", side)
       end)

@@ -157,7 +157,7 @@ function M:serial(name)
 end
 
 --- Copies a file (used to replace cert files while serving).
-function M:copy(from, to)
+function M.copy(_, from, to)
   sh(("cp '%s' '%s'"):format(from, to))
 end
 
