@@ -555,6 +555,7 @@ static void hs_accept (pl_conn *c) {
   }
   if (c->reading) { uv_read_stop(c->h); c->reading = 0; }
   if (g == NULL) { pl_conn_discard(c); return; }
+  SSL_free_buffers(c->ssl);   /* an idle connection keeps no record buffers */
   c->pinned = 1;   /* while Lua runs the loggers */
   route_pending_logs(L, g, t);
   c->pinned = 0;
