@@ -3,6 +3,7 @@
 ** stop/sleep, the log hook and the wait/wake plumbing every blocking call
 ** uses.  Owned by the core helper.
 */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -473,6 +474,13 @@ __attribute__((visibility("default")))
 int luaopen_peerlisten_core (lua_State *L);
 
 int luaopen_peerlisten_core (lua_State *L) {
+  {
+    /* A peer closing mid-write must give EPIPE, not kill the process
+    ** (libuv writes with write(2)); only a default disposition is changed. */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+      signal(SIGPIPE, SIG_IGN);
+  }
   loop_open(L);
   luaL_newlib(L, core_funcs);
   pl_open_listener(L);
