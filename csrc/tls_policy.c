@@ -2086,6 +2086,7 @@ static int tls_handshake_test (lua_State *L) {
   }
   SSL_free(cli);
   SSL_free(srv);
+  if (cli == NULL) BIO_free(cb);   /* raw mode: the client half has no SSL */
   SSL_CTX_free(cctx);
   ERR_clear_error();
   return i;

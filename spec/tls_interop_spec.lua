@@ -355,7 +355,7 @@ describe("peerlisten TLS listeners #interop", function()
       local host, port = l:addr()
       local out = run(l, ("exec 3<>/dev/tcp/%s/%d; printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' >&3; " ..
         "cat <&3 | wc -c"):format(host, port))
-      assert.are.equal("0", out:match("%d+"))
+      assert.are.equal("0", out:match("%d+"), "client printed: " .. out)
       assert.are.equal("tls: first record does not look like a TLS handshake", rejection("not_tls").fields.error)
       if have.curl then
         out = run(l, ("curl -sS http://%s:%d/; echo rc=$?"):format(host, port))
