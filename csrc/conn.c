@@ -736,6 +736,11 @@ void pl_conn_start (pl_group *g, uv_stream_t *h) {
 
 /* ---- the Conn userdata ---- */
 
+/***
+An accepted connection, plain or TLS.
+@type peerlisten.Conn
+*/
+
 static conn_ud *conn_check (lua_State *L, int idx) {
   return (conn_ud *)luaL_checkudata(L, idx, PL_CONN_MT);
 }
@@ -778,6 +783,11 @@ static int conn__gc (lua_State *L) {
   return 0;
 }
 
+/***
+Closes the connection (TLS: close_notify, best effort).  Idempotent.
+@function close
+@treturn boolean true
+*/
 static int conn_close (lua_State *L) {
   conn_release(L, conn_check(L, 1));
   lua_pushboolean(L, 1);
@@ -828,6 +838,17 @@ static int conn_read_k (lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* conn:read([max [, timeout]]) -> string | nil, msg, code */
+/***
+Reads what arrived, at most `max` bytes; waits (yields in a coroutine)
+until something arrives or the deadline passes.
+@function read
+@tparam[opt=65536] integer max
+@tparam[opt] number timeout seconds (default: the listener's read_timeout; 0: none)
+@treturn[1] string
+@treturn[2] nil
+@treturn[2] string "EOF", "timeout", ...
+@treturn[2] string "EOF", "ETIMEDOUT", "ECLOSED", a libuv code
+*/
 static int conn_read (lua_State *L) {
   pl_conn *c = conn_checkopen(L, 1);
   lua_Integer max = luaL_optinteger(L, 2, 65536);
@@ -862,6 +883,16 @@ static int conn_write_k (lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* conn:write(data [, timeout]) -> true | nil, msg, code  (all of data or an error) */
+/***
+Writes all of `data`.
+@function write
+@tparam string data
+@tparam[opt] number timeout seconds (default: the listener's write_timeout; 0: none)
+@treturn[1] boolean true
+@treturn[2] nil
+@treturn[2] string
+@treturn[2] string "ETIMEDOUT", "ECLOSED", "EPIPE", ...
+*/
 static int conn_write (lua_State *L) {
   pl_conn *c = conn_checkopen(L, 1);
   size_t len;
@@ -914,6 +945,11 @@ static int conn_write (lua_State *L) {
 }
 
 /* conn:peer() -> ip, port  ("@" for unix peers) */
+/***
+@function peer
+@treturn string remote IP ("@" for unix peers)
+@treturn[opt] integer remote port
+*/
 static int conn_peer (lua_State *L) {
   pl_conn *c = conn_checkopen(L, 1);
   lua_pushstring(L, c->peer);
@@ -923,6 +959,10 @@ static int conn_peer (lua_State *L) {
 }
 
 /* conn:tls_info() -> table | nil for plain connections */
+/***
+@function tls_info
+@treturn[opt] table version, cipher, alpn, peer_cert (nil for plain connections)
+*/
 static int conn_tls_info (lua_State *L) {
   pl_conn *c = conn_checkopen(L, 1);
   if (c->ssl == NULL) { lua_pushnil(L); return 1; }

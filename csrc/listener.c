@@ -249,6 +249,14 @@ static int close_k (lua_State *L, int status, lua_KContext ctx) {
 
 /* listener:close([timeout]) -> true.  Stops accepting at once; open
 ** connections get up to timeout seconds to finish, then are closed. */
+/***
+Stops accepting at once, closes TLS handshakes in progress, lets open
+connections finish for up to `timeout` seconds, then closes them.
+Idempotent; inside a coroutine the wait yields.
+@function close
+@tparam[opt=0] number timeout seconds
+@treturn boolean true
+*/
 static int listener_close (lua_State *L) {
   listener *l = listener_check(L, 1);
   double timeout = luaL_optnumber(L, 2, 0);
@@ -261,6 +269,11 @@ static int listener_close (lua_State *L) {
 }
 
 /* ---- methods ---- */
+
+/***
+A listening socket (TCP or unix, plain or TLS), from `core.listen`.
+@type peerlisten.Listener
+*/
 
 static int accept_k (lua_State *L, int status, lua_KContext ctx) {
   listener *l = listener_check(L, 1);
@@ -285,6 +298,15 @@ static int accept_k (lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* listener:accept([timeout]) -> conn | nil, "timeout", "ETIMEDOUT" */
+/***
+Waits for the next connection (TLS: handshaken and checked).
+@function accept
+@tparam[opt] number timeout seconds; none waits forever, 0 polls
+@treturn[1] peerlisten.Conn
+@treturn[2] nil
+@treturn[2] string "timeout" or "use of closed network connection"
+@treturn[2] string "ETIMEDOUT" or "ECLOSED"
+*/
 static int listener_accept (lua_State *L) {
   listener *l = listener_checkopen(L, 1);
   double timeout = -1;
@@ -306,6 +328,14 @@ static int listener_accept (lua_State *L) {
 
 /* listener:serve(handler) -> listener.  Each connection runs handler(conn)
 ** in its own coroutine and is closed when the handler returns. */
+/***
+Runs `handler(conn)` in a new coroutine for every connection and closes the
+connection when the handler returns.  Errors are logged with a traceback.
+Returns at once; run the loop with `peerlisten.run()`.
+@function serve
+@tparam function handler
+@treturn peerlisten.Listener self
+*/
 static int listener_serve (lua_State *L) {
   listener *l = listener_checkopen(L, 1);
   pl_conn *c;
@@ -328,6 +358,11 @@ static int listener_serve (lua_State *L) {
 }
 
 /* listener:url() -> string */
+/***
+The URL given to `listen` (or built from the bound address).
+@function url
+@treturn string
+*/
 static int listener_url (lua_State *L) {
   listener_check(L, 1);
   lua_getiuservalue(L, 1, UV_URL);
@@ -335,6 +370,12 @@ static int listener_url (lua_State *L) {
 }
 
 /* listener:addr() -> host, port  (unix: the socket path) */
+/***
+The bound address.
+@function addr
+@treturn string host (or the unix socket path)
+@treturn[opt] integer port (TCP only)
+*/
 static int listener_addr (lua_State *L) {
   listener *l = listener_checkopen(L, 1);
   if (l->scheme == SCHEME_UNIX || l->scheme == SCHEME_UNIXS) {
@@ -346,12 +387,20 @@ static int listener_addr (lua_State *L) {
   return 2;
 }
 
+/***
+@function scheme
+@treturn string "http", "https", "unix" or "unixs"
+*/
 static int listener_scheme (lua_State *L) {
   listener *l = listener_check(L, 1);
   lua_pushstring(L, scheme_names[l->scheme]);
   return 1;
 }
 
+/***
+@function tls
+@treturn[opt] peerlisten.TlsPolicy the policy of a TLS listener
+*/
 static int listener_tls (lua_State *L) {
   listener_check(L, 1);
   lua_getiuservalue(L, 1, UV_TLS);
@@ -360,6 +409,12 @@ static int listener_tls (lua_State *L) {
 
 /* listener:stats() -> { accepted=, active=, handshaking=, queued=,
 **   handshake_failures=, rejected = { reason = count } } */
+/***
+Counters: `accepted`, `active`, `handshaking`, `queued`,
+`handshake_failures`, `rejected` (reason -> count), `serving`.
+@function stats
+@treturn table
+*/
 static int listener_stats (lua_State *L) {
   listener *l = listener_check(L, 1);
   lua_createtable(L, 0, 6);
