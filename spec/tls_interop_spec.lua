@@ -399,6 +399,34 @@ describe("peerlisten TLS listeners #interop", function()
     end)
   end)
 
+  describe("session resumption", function()
+    it("is off by default and works with session_tickets = true", function()
+      local sess = tmp .. "/sess.pem"
+      for _, tickets in ipairs { false, true } do
+        for _, v in ipairs { "-tls1_2", "-tls1_3" } do
+          os.remove(sess)
+          local l = listen { session_tickets = tickets }
+          s_client(l, v .. " -sess_out " .. shq(sess), nil, true)
+          local f = io.open(sess)
+          if f then f:close() end
+          assert(f or not tickets, "no session to resume with tickets on")
+          local out = f and s_client(l, v .. " -sess_in " .. shq(sess), nil, true) or "200 OK"
+          assert.matches("200 OK", out, 1, true)
+          if not f then  -- no ticket, no session id: nothing to resume at all
+            assert.is_false(tickets)
+          elseif tickets then
+            assert.matches("Reused, TLSv1", out, 1, true)
+            assert.is_true(served[#served].resumed)
+          else
+            assert.not_matches("Reused, TLSv1", out, 1, true)
+            assert.is_false(served[#served].resumed)
+          end
+          l:close()
+        end
+      end
+    end)
+  end)
+
   describe("unixs", function()
     it("is real TLS and skips the client SAN check", function()
       assert(have.go, "go missing")
