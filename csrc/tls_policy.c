@@ -225,13 +225,16 @@ static void go_errno (char *buf, size_t len, const char *op, const char *path, i
   snprintf(buf, len, "%s %s: %s", op, path, s);
 }
 
-/* Reads a whole file; on failure writes Go's "open <path>: ..." error. */
-static char *read_file (const char *path, size_t *len, char *err, size_t errlen) {
+/* Reads a whole file; on failure writes Go's "open <path>: ..." error and
+** the errno into *eno (when eno is not NULL). */
+static char *read_file (const char *path, size_t *len, char *err, size_t errlen, int *eno) {
   FILE *f = fopen(path, "rb");
   char *buf = NULL;
   size_t cap = 0, n = 0;
   if (f == NULL) {
-    go_errno(err, errlen, "open", path, errno);
+    int e = errno;
+    go_errno(err, errlen, "open", path, e);
+    if (eno) *eno = e;
     return NULL;
   }
   for (;;) {
@@ -243,6 +246,7 @@ static char *read_file (const char *path, size_t *len, char *err, size_t errlen)
       if (nb == NULL) {
         free(buf);
         fclose(f);
+        if (eno) *eno = ENOMEM;
         snprintf(err, errlen, "read %s: out of memory", path);
         return NULL;
       }
@@ -255,6 +259,7 @@ static char *read_file (const char *path, size_t *len, char *err, size_t errlen)
         int e = errno;
         free(buf);
         fclose(f);
+        if (eno) *eno = e;
         go_errno(err, errlen, "read", path, e);
         return NULL;
       }
@@ -486,11 +491,10 @@ static int pair_load (const char *certfile, const char *keyfile, certpair *p,
   int nc = 0, nk = 0, i, rc = -1, ncert = 0, ki = -1;
   memset(p, 0, sizeof(*p));
   *file_errno = 0;
-  errno = 0;
-  cbuf = read_file(certfile, &clen, err, errlen);
-  if (cbuf == NULL) { *file_errno = errno ? errno : EIO; goto done; }
-  kbuf = read_file(keyfile, &klen, err, errlen);
-  if (kbuf == NULL) { *file_errno = errno ? errno : EIO; goto done; }
+  cbuf = read_file(certfile, &clen, err, errlen, file_errno);
+  if (cbuf == NULL) goto done;
+  kbuf = read_file(keyfile, &klen, err, errlen, file_errno);
+  if (kbuf == NULL) goto done;
   nc = pem_split(cbuf, clen, &cb);
   for (i = 0; i < nc; i++) {
     const unsigned char *d = cb[i].data;
@@ -571,7 +575,7 @@ done:
 ** a certificate; no blocks at all is an empty pool (not an error). */
 static int ca_load (const char *path, STACK_OF(X509) **out, char *err, size_t errlen) {
   size_t len = 0;
-  char *buf = read_file(path, &len, err, errlen);
+  char *buf = read_file(path, &len, err, errlen, NULL);
   pemblock *v = NULL;
   int n, i, rc = 0;
   STACK_OF(X509) *sk;
@@ -730,7 +734,7 @@ static void crl_reload_locked (pl_tls *t, const filesig *sig) {
   X509_CRL_free(t->crl);
   t->crl = NULL;
   t->crl_err[0] = '\0';
-  buf = read_file(t->crl_file, &len, err, sizeof(err));
+  buf = read_file(t->crl_file, &len, err, sizeof(err), NULL);
   if (buf == NULL) {
     snprintf(t->crl_err, sizeof(t->crl_err), "%s", err);
     return;
@@ -1187,13 +1191,22 @@ const char *pl_tls_handshake_failure (SSL *ssl, int ssl_error, char *msg, size_t
       return "alpn";
     case SSL_R_HTTP_REQUEST:
     case SSL_R_HTTPS_PROXY_REQUEST:
+      snprintf(msg, msglen, "tls: first record does not look like a TLS handshake");
+      return "not_tls";
     case SSL_R_WRONG_VERSION_NUMBER:
     case SSL_R_PACKET_LENGTH_TOO_LONG:
     case SSL_R_RECORD_LENGTH_MISMATCH:
     case SSL_R_UNEXPECTED_RECORD:
-    case SSL_R_UNEXPECTED_MESSAGE:
-      snprintf(msg, msglen, "tls: first record does not look like a TLS handshake");
-      return "not_tls";
+    case SSL_R_UNEXPECTED_MESSAGE: {
+      /* only before any ClientHello was parsed (client_version still the
+      ** SSL's initial "any version" value) is this "not TLS at all" */
+      int cv = SSL_client_version(ssl);
+      if (cv == 0 || cv > TLS1_3_VERSION) {
+        snprintf(msg, msglen, "tls: first record does not look like a TLS handshake");
+        return "not_tls";
+      }
+      break;
+    }
     case SSL_R_UNEXPECTED_EOF_WHILE_READING:
       snprintf(msg, msglen, "EOF");
       return "eof";
