@@ -1442,6 +1442,28 @@ double pl_tls_handshake_timeout (const pl_tls *t) {
 /* ---------------------------------------------------------------------
 ** Lua face: core.tls_policy{...}, core.cipher_suites(), policy methods.
 */
+
+/***
+A TLS policy: one server SSL_CTX plus etcd's peer checks.  Listeners and
+their connections hold their own reference, so closing or collecting the
+policy never breaks a listener that uses it.
+@type TlsPolicy
+*/
+
+/***
+core.tls_policy{...}: builds a policy.
+Options: cert_file, key_file, client_cert_file, client_key_file,
+trusted_ca_file, client_cert_auth, crl_file, cipher_suites (Go/IANA names),
+min_version, max_version ("TLS1.2" | "TLS1.3" | ""), allowed_cns,
+allowed_hostnames, skip_client_san_verify, alpn (default {"h2"}),
+handshake_timeout (seconds, default 10), session_tickets (default false).
+@treturn[1] TlsPolicy
+@treturn[1] table warnings, each { level =, msg =, fields = {} } (may be empty)
+@treturn[2] nil
+@treturn[2] string etcd's message
+@treturn[2] string "ETLSCONFIG" (options) or "ECERT" (file contents, unreadable files)
+@function tls_policy
+*/
 typedef struct tlsbox {
   pl_tls *t;     /* NULL once closed */
 } tlsbox;
@@ -1922,6 +1944,9 @@ static int tls_info_string (lua_State *L) {
   return 1;
 }
 
+/***
+policy:has_cert() -> true when cert_file and key_file are set.
+*/
 static int tls_has_cert (lua_State *L) {
   lua_pushboolean(L, pl_tls_has_cert(pl_tls_check(L, 1)));
   return 1;
@@ -1942,7 +1967,9 @@ static int tls_warnings (lua_State *L) {
   return 1;
 }
 
-/* Hidden: policy:_pending_logs() drains runtime warnings (specs, Lua layer). */
+/* Hidden: policy:_pending_logs() drains runtime warnings (reload failures,
+** CRL signature/nextUpdate), as listeners do after each handshake: an array
+** of flat { level =, msg =, <field> = ... } tables, or nil. */
 static int tls_pending_logs (lua_State *L) {
   pl_tls_push_pending_logs(L, pl_tls_check(L, 1));
   return 1;
@@ -2114,6 +2141,9 @@ static int tls_release_box (lua_State *L) {
   return 1;
 }
 
+/***
+policy:close(): drops this userdata's reference (idempotent; also __close and __gc).
+*/
 static int tls_close (lua_State *L) {
   tls_release_box(L);
   return 0;
