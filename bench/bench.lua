@@ -297,7 +297,8 @@ local SERVERS = {
       return exists("/usr/lib/x86_64-linux-gnu/lua/5.4/ssl.so") or "lua-sec not installed (apt-get install lua-sec)"
     end,
     start = function (inst)
-      return PIN .. VG(inst) .. "lua5.4 " .. ROOT .. "/bench/servers/luasec.lua " .. inst.port .. " " .. inst.variant .. " " .. CERTS
+      return PIN .. VG(inst) .. "lua5.4 " .. ROOT .. "/bench/servers/luasec.lua " .. inst.port .. " "
+        .. inst.variant .. " " .. CERTS
     end,
   },
 }
@@ -428,7 +429,7 @@ local function measure (inst, scen, seconds)
 end
 
 -- scenario 8: a fresh server per round; RSS growth over N idle handshaken connections
-local function measure_idle (name, scen, seconds)
+local function measure_idle (name, scen)
   local srv = SERVERS[name]
   local n = math.min(opt.idle_conns, srv.max_conns or math.huge)
   local inst, err = start_server(name, scen)
@@ -546,7 +547,7 @@ local function run_scenario (scen)
         local m, e
         if scen.idle then
           if not res[name].err then
-            m, e = measure_idle(name, scen, opt.seconds)
+            m, e = measure_idle(name, scen)
             if not m then res[name].err = e end
           end
         elseif insts[name] then

@@ -37,7 +37,7 @@ describe("bench #bench", function ()
       if with_pl then servers[#servers + 1] = "peerlisten" end
       local dir = helper.tmpdir()
       local json = dir .. "/bench.json"
-      local out = helper.sh("BENCH_NO_INSTALL=1 bench/run --scenario 1,7 --rounds 1 --seconds 1 --no-write"
+      local out = helper.sh("BENCH_NO_INSTALL=1 bench/run --scenario 1,7 --rounds 1 --seconds 1 --no-write --no-ir"
         .. " --servers " .. table.concat(servers, ",") .. " --json " .. json .. " 2>" .. dir .. "/stderr")
       local f = io.open(json)
       local text = f and f:read("a")

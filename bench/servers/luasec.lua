@@ -34,7 +34,6 @@ local srv = assert(socket.bind("127.0.0.1", port, 1024))
 srv:settimeout(0)
 
 local want_r, want_w = {}, {}    -- socket -> coroutine
-local rlist, wlist = { srv }, {}
 
 local function wait (sock, what)
   if what == "r" then want_r[sock] = coroutine.running() else want_w[sock] = coroutine.running() end
@@ -98,7 +97,7 @@ end
 io.stdout:write("listening\n")
 io.stdout:flush()
 while true do
-  rlist, wlist = { srv }, {}
+  local rlist, wlist = { srv }, {}
   for s in pairs(want_r) do rlist[#rlist + 1] = s end
   for s in pairs(want_w) do wlist[#wlist + 1] = s end
   local rr, ww = socket.select(rlist, wlist)
