@@ -14,6 +14,7 @@
 #include "peerlisten.h"
 
 #define TLS_CHUNK 16384
+#define READ_HIGH (64 * 1024)   /* stop reading when this much waits unread */
 
 enum { PH_HANDSHAKE, PH_CHECKING, PH_OPEN };
 
@@ -452,11 +453,14 @@ static void read_cb (uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       c->rlen += (size_t)nread;
     }
   }
-  if (c->rlen > c->roff || c->eof || c->rerr) {
+  /* keep reading between read() calls (no epoll_ctl per call) until
+  ** READ_HIGH bytes wait unread */
+  if (c->rlen - c->roff >= READ_HIGH || c->eof || c->rerr) {
     uv_read_stop(s);
     c->reading = 0;
-    pl_wake(c->loop, &c->rw, PL_DONE);   /* last: may run Lua */
   }
+  if (c->rlen > c->roff || c->eof || c->rerr)
+    pl_wake(c->loop, &c->rw, PL_DONE);   /* last: may run Lua */
 }
 
 /* ---- TLS handshake ---- */
@@ -487,6 +491,10 @@ static void route_pending_logs (lua_State *L, pl_group *g, pl_tls *t) {
     lua_getfield(L, -2, "msg");
     level = lua_tostring(L, -2);
     msg = lua_tostring(L, -1);
+    lua_pushnil(L);                           /* e's other keys are the fields */
+    lua_setfield(L, -4, "level");
+    lua_pushnil(L);
+    lua_setfield(L, -4, "msg");
     lua_pushvalue(L, -3);                     /* logs e level msg e */
     pl_log(L, g ? g->logger_ref : LUA_NOREF, level ? level : "warn", msg ? msg : "");
     lua_pop(L, 3);

@@ -395,6 +395,8 @@ describe("peerlisten TLS listeners #interop", function()
       end
       assert(warned, "no reload warning logged")
       assert.are.equal("warn", warned.level)
+      assert.are.same({ ["cert-file"] = cert, ["key-file"] = key,
+        error = "tls: failed to find any PEM data in certificate input" }, warned.fields)
       l:close()
     end)
   end)
