@@ -4,6 +4,9 @@
 -- numbers come from `make bench`, not from here.
 local helper = require "helper"
 
+-- the servers and clients run without the sanitizer preload of `make sanitize`
+local NOSAN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS "
+
 local function have (cmd)
   return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
 end
@@ -20,7 +23,7 @@ end
 describe("bench #bench", function ()
   describe("bench/run", function ()
     it("prints its usage", function ()
-      local out = helper.sh("BENCH_NO_INSTALL=1 bench/run --help 2>&1")
+      local out = helper.sh(NOSAN .. "BENCH_NO_INSTALL=1 bench/run --help 2>&1")
       assert.matches("--scenario", out, 1, true)
     end)
 
@@ -32,12 +35,12 @@ describe("bench #bench", function ()
       end
       local servers = { "nginx", "go" }
       -- peerlisten joins once its core can listen (until then the harness alone is checked)
-      local with_pl = os.execute("lua5.4 -e 'package.cpath=\"./?.so;\"..package.cpath "
+      local with_pl = os.execute(NOSAN .. "lua5.4 -e 'package.cpath=\"./?.so;\"..package.cpath "
         .. "os.exit(require(\"peerlisten.core\").listen and 0 or 1)' 2>/dev/null") == true
       if with_pl then servers[#servers + 1] = "peerlisten" end
       local dir = helper.tmpdir()
       local json = dir .. "/bench.json"
-      local out = helper.sh("BENCH_NO_INSTALL=1 bench/run --scenario 1,7 --rounds 1 --seconds 1 --no-write --no-ir"
+      local out = helper.sh(NOSAN .. "BENCH_NO_INSTALL=1 bench/run --scenario 1,7 --rounds 1 --seconds 1 --no-write --no-ir"
         .. " --servers " .. table.concat(servers, ",") .. " --json " .. json .. " 2>" .. dir .. "/stderr")
       local f = io.open(json)
       local text = f and f:read("a")
