@@ -268,7 +268,7 @@ describe("peerlisten.configure_peer_listeners", function()
       assert.equal(1, #logger:find("starting with peer TLS"))
       peers:serve(handler)
       assert.equal(1, #logger:find("serving peer traffic"))
-      local pid, out = background(("curl -sS --http1.1 --max-time 5 --cacert %s https://127.0.0.1:%d/health")
+      local pid, out = background(("env -u LD_PRELOAD curl -sS --http1.1 --max-time 5 --cacert %s https://127.0.0.1:%d/health")
         :format(certp, port),
         dir)
       assert.is_true(wait_pid(pid, 8))
