@@ -238,6 +238,31 @@ describe("peerlisten.configure_peer_listeners", function()
       for _, p in ipairs { p1, p2, p3 } do assert.is_true(can_bind(p), "port " .. p) end
     end)
 
+    it("closes the TLS policy it built when a later URL cannot bind", function()
+      local certp, keyp = assert(peerlisten.cert.self_signed { dir = dir .. "/certs", hosts = { "127.0.0.1" },
+        key_type = "ecdsa-p256" })
+      local holder = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
+      local _, p2 = holder:addr()
+      local core = peerlisten.core
+      local real, built = core.tls_policy, {}
+      core.tls_policy = function(...)
+        local pol, w, c = real(...)
+        built[#built + 1] = pol
+        return pol, w, c
+      end
+      local ok, peers, err, code = pcall(peerlisten.configure_peer_listeners, {
+        listen_peer_urls = { "https://127.0.0.1:0", "http://127.0.0.1:" .. p2 },
+        peer_transport_security = { cert_file = certp, key_file = keyp } }, { logger = log.capture() })
+      core.tls_policy = real
+      holder:close()
+      assert.is_true(ok, peers)
+      assert.is_nil(peers)
+      assert.matches("address already in use", err, 1, true)
+      assert.equal("EADDRINUSE", code)
+      assert.equal(1, #built)
+      assert.equal("peerlisten.TlsPolicy (closed)", tostring(built[1]))
+    end)
+
     it("removes unix socket files it created", function()
       local holder = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
       local _, p = holder:addr()

@@ -294,6 +294,11 @@ function M.configure_peer_listeners(cfg, opts)
       peers[i]:close(1)
       peers[i] = nil
     end
+    -- the policy was built for these listeners only: free its SSL_CTX now, not at the next GC
+    if policy then
+      policy:close()
+      peers.policy = nil
+    end
     return nil, e, ecode
   end
   local hook = logger:hook()
