@@ -167,6 +167,54 @@ describe("peerlisten.cli", function()
     end)
   end)
 
+  describe("cert ca and cert issue", function()
+    it("create a CA and a member pair that verifies against it", function()
+      local rc, out, err = run { "cert", "ca", "--dir", dir .. "/ca", "--name", "cluster-ca", "--validity", "2" }
+      assert.equal(0, rc, err)
+      local cacert, cakey = out:match("ca%-cert: (%S+)\nca%-key: (%S+)")
+      assert.equal(dir .. "/ca/cluster-ca.pem", cacert)
+      rc, out, err = run { "cert", "issue", "--ca-cert", cacert, "--ca-key", cakey, "--dir", dir .. "/m",
+        "--name", "n1", "--hosts", "127.0.0.1,localhost" }
+      assert.equal(0, rc, err)
+      local certp = out:match("cert: (%S+)")
+      assert.is_true(peerlisten.cert.verify(certp, cacert, "client"))
+      assert.is_true(peerlisten.cert.verify(certp, cacert, "server"))
+    end)
+
+    it("exit 2 for a --validity that is not a number, writing nothing", function()
+      for _, args in ipairs {
+        { "cert", "--dir", dir .. "/p", "--validity", "one" },
+        { "cert", "ca", "--dir", dir .. "/p", "--validity", "ten" },
+        { "cert", "issue", "--ca-cert", "x", "--ca-key", "y", "--dir", dir .. "/p", "--name", "n1",
+          "--hosts", "127.0.0.1", "--validity", "1y" },
+      } do
+        local rc, out, err = run(args)
+        assert.equal(2, rc, table.concat(args, " "))
+        assert.equal("", out)
+        assert.matches("--validity must be a number", err, 1, true)
+        assert.is_nil(read(dir .. "/p/cert.pem"))
+        assert.equal("", helper.sh("ls -A " .. dir))
+      end
+    end)
+  end)
+
+  describe("serve (in process)", function()
+    it("restores the previous C log hook when a listener cannot be created", function()
+      local holder = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
+      local _, port = holder:addr()
+      local core = peerlisten.core
+      local sentinel = function() end
+      local before = core.set_log_hook(sentinel)
+      local rc, out, err = run { "serve", "--listen-peer-urls", "http://127.0.0.1:" .. port, "--data-dir", dir }
+      holder:close()
+      local after = core.set_log_hook(before)
+      assert.equal(1, rc)
+      assert.equal("", out)
+      assert.matches("address already in use", err, 1, true)
+      assert.equal(sentinel, after)
+    end)
+  end)
+
   describe("probe responder", function()
     -- a fake connection fed with chunks
     local function fake(chunks)

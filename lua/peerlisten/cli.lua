@@ -159,11 +159,12 @@ local function cmd_serve(args, _, err, env)
     return 1
   end
   config.log_notes(cfg, logger)
-  peerlisten.core.set_log_hook(logger:hook())
+  local prev_hook = peerlisten.core.set_log_hook(logger:hook())
   -- the probe responder speaks HTTP/1.1: offer that in ALPN instead of etcd's h2
   local peers, perr = peerlisten.configure_peer_listeners(cfg, { logger = logger, tls = { alpn = { "http/1.1" } } })
   if not peers then
     err("peerlisten serve: ", perr, "\n")
+    peerlisten.core.set_log_hook(prev_hook)
     logger:close()
     return 1
   end
@@ -186,7 +187,7 @@ local function cmd_serve(args, _, err, env)
   logger:info("closed peer listeners", { name = cfg.name, ["data-dir"] = cfg.data_dir })
   hint:close()
   hterm:close()
-  peerlisten.core.set_log_hook(nil)
+  peerlisten.core.set_log_hook(prev_hook)
   logger:close()
   return got and 0 or 1
 end
@@ -361,6 +362,12 @@ end
 
 -- cert / inspect --------------------------------------------------------------
 
+-- The --validity option: nil when absent, a number, or false when it is not a number.
+local function validity_of(o)
+  if o.validity == nil then return nil end
+  return tonumber(o.validity) or false
+end
+
 local function cmd_cert(args, out, err)
   local cert = require "peerlisten.cert"
   local sub = args[1]
@@ -370,7 +377,9 @@ local function cmd_cert(args, out, err)
       ["key-type"] = "value" })
     if not o then err("peerlisten cert ca: ", e, "\n"); return 2 end
     if not o.dir then err("peerlisten cert ca: --dir is required\n"); return 2 end
-    local c, k, code = cert.ca { dir = o.dir, name = o.name, validity_years = tonumber(o.validity),
+    local validity = validity_of(o)
+    if validity == false then err("peerlisten cert ca: --validity must be a number\n"); return 2 end
+    local c, k, code = cert.ca { dir = o.dir, name = o.name, validity_years = validity,
       key_type = o["key-type"], logger = logger }
     if not c then err("peerlisten cert ca: ", k, " (", tostring(code), ")\n"); return 1 end
     out("ca-cert: ", c, "\n", "ca-key: ", k, "\n")
@@ -382,8 +391,10 @@ local function cmd_cert(args, out, err)
     for _, req in ipairs { "ca-cert", "ca-key", "dir", "name", "hosts" } do
       if not o[req] then err("peerlisten cert issue: --", req, " is required\n"); return 2 end
     end
+    local validity = validity_of(o)
+    if validity == false then err("peerlisten cert issue: --validity must be a number\n"); return 2 end
     local c, k, code = cert.issue { ca_cert = o["ca-cert"], ca_key = o["ca-key"], dir = o.dir, name = o.name,
-      hosts = split(o.hosts), sans = o.sans and split(o.sans) or nil, validity_years = tonumber(o.validity),
+      hosts = split(o.hosts), sans = o.sans and split(o.sans) or nil, validity_years = validity,
       key_type = o["key-type"], logger = logger }
     if not c then err("peerlisten cert issue: ", k, " (", tostring(code), ")\n"); return 1 end
     out("cert: ", c, "\n", "key: ", k, "\n")
@@ -391,11 +402,8 @@ local function cmd_cert(args, out, err)
   end
   local o, e = getopt(args, { dir = "value", hosts = "value", validity = "value", ["key-type"] = "value" })
   if not o then err("peerlisten cert: ", e, "\n"); return 2 end
-  local validity = 1
-  if o.validity then
-    validity = tonumber(o.validity)
-    if not validity then err("peerlisten cert: --validity must be a number\n"); return 2 end
-  end
+  local validity = validity_of(o)
+  if validity == false then err("peerlisten cert: --validity must be a number\n"); return 2 end
   local c, k, created = cert.self_signed { dir = o.dir or "default.etcd/fixtures/peer",
     hosts = split(o.hosts or "localhost"), validity_years = validity, key_type = o["key-type"], logger = logger }
   if not c then err("peerlisten cert: ", k, " (", tostring(created), ")\n"); return 1 end
