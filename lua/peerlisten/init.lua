@@ -83,7 +83,10 @@ function M.listen(opts)
   }
 end
 
--- "host:port" (IPv6 bracketed) or the socket path of a listener.
+--- The bound address of a listener as etcd logs it: "host:port" (IPv6
+-- bracketed, the real port also for port 0) or the unix socket path.
+-- @tparam userdata l a peerlisten.Listener
+-- @treturn string
 local function bound_address(l)
   local host, port = l:addr()
   if port == nil then return tostring(host) end
@@ -142,7 +145,11 @@ function Peers:urls()
   return out
 end
 
--- etcd's tls-info string (HEAD form).
+--- etcd's `tls-info` string (HEAD form) of a peer TLS policy's settings, as
+-- logged with `starting with peer TLS`.
+-- @tparam table p `cert_file`, `key_file`, `client_cert_file`, `client_key_file`,
+-- `trusted_ca_file`, `client_cert_auth`, `crl_file`
+-- @treturn string
 local function tls_info(p)
   return ("cert = %s, key = %s, client-cert=%s, client-key=%s, trusted-ca = %s, client-cert-auth = %s, crl-file = %s")
     :format(p.cert_file, p.key_file, p.client_cert_file, p.client_key_file, p.trusted_ca_file,
