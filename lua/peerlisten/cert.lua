@@ -585,10 +585,8 @@ function M.issue(opts)
   local ca_key_pem
   ca_key_pem, err, code = load(ca_key)
   if not ca_key_pem then return nil, err, code end
-  if not core.cert_key_info(ca_key_pem) then
-    local _, e = core.cert_key_info(ca_key_pem)
-    return nil, "cannot parse CA private key: " .. e, "ECERT"
-  end
+  local ca_key_info, kerr = core.cert_key_info(ca_key_pem)
+  if not ca_key_info then return nil, "cannot parse CA private key: " .. kerr, "ECERT" end
   local list
   list, err, code = core.cert_inspect(ca_pem)
   if not list then return nil, "issue: CA certificate: " .. err, code end
