@@ -464,10 +464,17 @@ end
 
 -- Reads an etcd YAML file into raw option values.
 local function read_file(path, raw, sources, notes, errors, other)
+  -- Go's os.ReadFile wording, as etcd reports it: "open <path>: no such file or directory"
+  local function os_error(op, msg)
+    local reason = tostring(msg)
+    if reason:sub(1, #path + 2) == path .. ": " then reason = reason:sub(#path + 3) end
+    return nil, ("%s %s: %s"):format(op, path, reason:sub(1, 1):lower() .. reason:sub(2))
+  end
   local fh, oerr = io.open(path, "r")
-  if not fh then return nil, ("cannot read config file: %s"):format(oerr) end
-  local text = fh:read("a")
+  if not fh then return os_error("open", oerr) end
+  local text, rerr = fh:read("a")
   fh:close()
+  if not text then return os_error("read", rerr) end
   local lyaml = require "lyaml"
   local ok, doc = pcall(lyaml.load, text)
   if not ok then
