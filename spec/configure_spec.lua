@@ -191,11 +191,14 @@ describe("peerlisten.configure_peer_listeners", function()
         listen_peer_urls = "https://127.0.0.1:0", data_dir = dir,
         peer_transport_security = { auto_tls = true } }, { logger = logger })
       assert.is_nil(peers)
-      assert.is_string(err)
-      assert.is_string(code)
+      assert.equal(("mkdir %s/fixtures: not a directory"):format(dir), err)
+      assert.equal("ENOTDIR", code)
+      assert.same({ "configuring peer listeners", "cannot create cert directory", "failed to get peer self-signed certs" },
+        msgs(logger))
       local fatal = logger:find("failed to get peer self-signed certs", "fatal")
       assert.equal(1, #fatal)
-      assert.equal(err, fatal[1].fields.error)
+      assert.same({ error = err }, fatal[1].fields)
+      assert.same({ error = err }, logger:find("cannot create cert directory", "warn")[1].fields)
     end)
   end)
 
@@ -299,6 +302,12 @@ describe("peerlisten.configure_peer_listeners", function()
       assert.is_true(wait_pid(pid, 8))
       assert.equal("ok", read(out))
       peers:close()
+      local address = "127.0.0.1:" .. port
+      assert.same({ address = address }, logger:find("serving peer traffic", "info")[1].fields)
+      assert.same({ address = address }, logger:find("stopping serving peer traffic", "info")[1].fields)
+      assert.same({ address = address }, logger:find("stopped serving peer traffic", "info")[1].fields)
+      assert.same({ "automatically generate certificates", "created cert file", "created key file" },
+        { logger.entries[2].msg, logger.entries[3].msg, logger.entries[4].msg })
       local serial = peerlisten.cert.inspect(certp).serial
 
       local logger2 = log.capture()
