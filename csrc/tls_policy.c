@@ -1713,7 +1713,11 @@ static int tls_configure (lua_State *L, pl_tls *t, cfgerr *e) {
   opts = SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION;
   if (!t->session_tickets) opts |= SSL_OP_NO_TICKET;
   SSL_CTX_set_options(t->ctx, (uint64_t)opts);
-  SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
+  /* No auto-chaining: send what the cert file holds (leaf + its intermediates,
+  ** set explicitly by SSL_CTX_use_cert_and_key), as Go/etcd and nginx do.
+  ** Auto-chaining would re-build and re-verify the server chain against the
+  ** trusted CA store on every handshake (an X509_verify_cert per handshake). */
+  SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
   SSL_CTX_set_session_id_context(t->ctx, (const unsigned char *)"peerlisten", 10);
   if (t->session_tickets) SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_SERVER);
   else {
