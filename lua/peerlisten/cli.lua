@@ -308,6 +308,7 @@ local function cmd_check(args, out, err, env)
         files.cert_file, files.key_file = info.cert_file or files.cert_file, info.key_file or files.key_file
       end
       peers:close(1)
+      if peers.policy then peers.policy:close() end   -- a preflight keeps nothing open
       report.ok = true
       check_certs(cfg, files, function(m, f) capture:warn(m, f) end, report.certificates)
     else
