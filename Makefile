@@ -117,4 +117,4 @@ doc:
 	$(LDOC) . || echo "ldoc not available or failed"
 
 clean:
-	rm -rf peerlisten/core.so build
+	rm -rf peerlisten/core.so build csrc/*.o
