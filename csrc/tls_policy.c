@@ -22,6 +22,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -162,8 +163,9 @@ struct pl_tls {
   /* everything below is shared with the thread pool: guarded by mu */
   uv_mutex_t mu;
   int mu_ok;
+  struct vcache *vc;             /* verified-chain cache, or NULL (see below) */
   filesig crl_sig;
-  int crl_loaded;
+  int crl_loaded, crl_ever;
   X509_CRL *crl;
   char crl_err[256];
   logent *pending, **pending_tail;
@@ -178,6 +180,9 @@ typedef struct sslnote {
 } sslnote;
 
 static int note_idx = -1;
+
+struct vcache;
+static void vcache_flush_locked (struct vcache *c);
 
 static void note_free (void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
                        long argl, void *argp) {
@@ -731,6 +736,10 @@ static void crl_reload_locked (pl_tls *t, const filesig *sig) {
   char err[256];
   t->crl_sig = *sig;
   t->crl_loaded = 1;
+  /* the CRL changed (not its first load): verify chains afresh.  Revocation
+  ** is checked after every handshake anyway; this is belt and braces. */
+  if (t->crl_ever) vcache_flush_locked(t->vc);
+  t->crl_ever = 1;
   X509_CRL_free(t->crl);
   t->crl = NULL;
   t->crl_err[0] = '\0';
@@ -985,13 +994,239 @@ const char *pl_tls_post_check (pl_tls *t, SSL *ssl, const char *remote_ip,
 ** Handshake callbacks.
 */
 
-/* Chain verification, then etcd's allowed CN / hostname rule on the leaf.
-** Installed only when an allow list is set and client certs are verified. */
+/* ---------------------------------------------------------------------
+** Verified-chain cache.  Peers reconnect with the same certificate chain,
+** and OpenSSL 3.0 spends ~15 % of a mutual-TLS handshake re-building and
+** re-verifying it (store look-ups, the CA's ECDSA signature, extension
+** caching).  A successful X509_verify_cert is remembered, keyed by the
+** SHA-256 of the presented chain's DER; a later handshake presenting the
+** very same bytes (compared in full, not only by hash) skips the chain
+** verification.  Everything else still runs every time: OpenSSL checks the
+** CertificateVerify signature (proof of the private key), we check the
+** allowed CN/hostname, the client SAN and the CRL (post-handshake).
+** Only with trusted_ca_file: then the trust store is fixed in memory for the
+** policy's life (a system store may look certificates up on disk).
+** An entry is used only while every certificate of the presented and the
+** verified chain is within its validity period (latest notBefore <= now <
+** earliest notAfter); failures are never cached; the cache is flushed when
+** the CRL file is (re)loaded.  Bounded, least recently used first out.
+** Guarded by t->mu (handshakes may run on more than one loop thread).
+*/
+#define VCACHE_MAX 1024
+#define VCACHE_BUCKETS 2048     /* power of two */
+
+typedef struct vcent {
+  struct vcent *prev, *next;    /* LRU list, most recently used first */
+  struct vcent *hnext;          /* bucket chain */
+  unsigned char md[32];         /* SHA-256 of der */
+  unsigned char *der;           /* the presented chain, DER, concatenated */
+  size_t derlen;
+  time_t not_before, not_after; /* latest notBefore, earliest notAfter */
+} vcent;
+
+typedef struct vcache {
+  vcent *bucket[VCACHE_BUCKETS];
+  vcent *head, *tail;
+  int n, max;
+  unsigned long hits, misses, flushes;
+  EVP_MD *sha256;               /* fetched once */
+} vcache;
+
+static long clock_shift;        /* test hook (core._tls_clock_shift): seconds added to "now" */
+
+static time_t tls_now (void) {
+  return time(NULL) + (time_t)clock_shift;
+}
+
+static vcache *vcache_new (void) {
+  vcache *c = (vcache *)calloc(1, sizeof(*c));
+  if (c == NULL) return NULL;
+  c->max = VCACHE_MAX;
+  c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+  if (c->sha256 == NULL) {
+    ERR_clear_error();
+    free(c);
+    return NULL;
+  }
+  return c;
+}
+
+static unsigned vc_index (const unsigned char *md) {
+  return md[0] | ((unsigned)(md[1] & 0x07) << 8);
+}
+
+static void vcent_unlink (vcache *c, vcent *e) {
+  vcent **pp = &c->bucket[vc_index(e->md)];
+  while (*pp != NULL && *pp != e) pp = &(*pp)->hnext;
+  if (*pp == e) *pp = e->hnext;
+  if (e->prev) e->prev->next = e->next; else c->head = e->next;
+  if (e->next) e->next->prev = e->prev; else c->tail = e->prev;
+  c->n--;
+  free(e->der);
+  free(e);
+}
+
+static void vcache_flush_locked (vcache *c) {
+  if (c == NULL) return;
+  while (c->head != NULL) vcent_unlink(c, c->head);
+  c->flushes++;
+}
+
+static void vcache_free (vcache *c) {
+  if (c == NULL) return;
+  vcache_flush_locked(c);
+  EVP_MD_free(c->sha256);
+  free(c);
+}
+
+/* Presented chain (leaf first, then what the peer sent) as one DER buffer:
+** *der is buf when it fits, else malloc'ed.  Returns 0 on failure. */
+static int chain_der (X509_STORE_CTX *xs, unsigned char *buf, size_t buflen,
+                      unsigned char **der, size_t *len) {
+  STACK_OF(X509) *sk = X509_STORE_CTX_get0_untrusted(xs);
+  X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+  int i, n = sk ? sk_X509_num(sk) : 0, l;
+  size_t total = 0;
+  unsigned char *p;
+  if (leaf == NULL) return 0;
+  for (i = -1; i < n; i++) {
+    l = i2d_X509(i < 0 ? leaf : sk_X509_value(sk, i), NULL);
+    if (l <= 0) return 0;
+    total += (size_t)l;
+  }
+  *der = total <= buflen ? buf : (unsigned char *)malloc(total);
+  if (*der == NULL) return 0;
+  p = *der;
+  for (i = -1; i < n; i++)
+    if (i2d_X509(i < 0 ? leaf : sk_X509_value(sk, i), &p) <= 0) {
+      if (*der != buf) free(*der);
+      return 0;
+    }
+  *len = (size_t)(p - *der);
+  return 1;
+}
+
+static int asn1_time_t (const ASN1_TIME *a, time_t *out) {
+  struct tm tm;
+  if (a == NULL || ASN1_TIME_to_tm(a, &tm) != 1) return 0;
+  *out = timegm(&tm);
+  return 1;
+}
+
+/* Tightens [*nb, *na) by the validity of every certificate in sk. */
+static int chain_bounds (STACK_OF(X509) *sk, time_t *nb, time_t *na) {
+  int i;
+  for (i = 0; sk != NULL && i < sk_X509_num(sk); i++) {
+    X509 *x = sk_X509_value(sk, i);
+    time_t b, a;
+    if (!asn1_time_t(X509_get0_notBefore(x), &b) || !asn1_time_t(X509_get0_notAfter(x), &a))
+      return 0;
+    if (b > *nb) *nb = b;
+    if (a < *na) *na = a;
+  }
+  return 1;
+}
+
+/* 1 when the exact chain was verified before and is still within every
+** certificate's validity period (the entry moves to the LRU front). */
+static int vcache_lookup (pl_tls *t, const unsigned char *md, const unsigned char *der,
+                          size_t len, time_t now) {
+  vcache *c = t->vc;
+  vcent *e;
+  int hit = 0;
+  uv_mutex_lock(&t->mu);
+  for (e = c->bucket[vc_index(md)]; e != NULL; e = e->hnext)
+    if (e->derlen == len && memcmp(e->md, md, 32) == 0 && memcmp(e->der, der, len) == 0) break;
+  if (e != NULL) {
+    if (now >= e->not_before && now < e->not_after) {
+      hit = 1;
+      if (e != c->head) {
+        e->prev->next = e->next;
+        if (e->next) e->next->prev = e->prev; else c->tail = e->prev;
+        e->prev = NULL;
+        e->next = c->head;
+        c->head->prev = e;
+        c->head = e;
+      }
+    }
+    else vcent_unlink(c, e);     /* out of its validity: verify afresh */
+  }
+  if (hit) c->hits++; else c->misses++;
+  uv_mutex_unlock(&t->mu);
+  return hit;
+}
+
+static void vcache_insert (pl_tls *t, const unsigned char *md, const unsigned char *der,
+                           size_t len, time_t nb, time_t na) {
+  vcache *c = t->vc;
+  vcent *e = (vcent *)calloc(1, sizeof(*e)), *o;
+  unsigned h = vc_index(md);
+  if (e == NULL) return;
+  e->der = (unsigned char *)malloc(len);
+  if (e->der == NULL) { free(e); return; }
+  memcpy(e->der, der, len);
+  memcpy(e->md, md, 32);
+  e->derlen = len;
+  e->not_before = nb;
+  e->not_after = na;
+  uv_mutex_lock(&t->mu);
+  for (o = c->bucket[h]; o != NULL; o = o->hnext)
+    if (o->derlen == len && memcmp(o->md, md, 32) == 0 && memcmp(o->der, der, len) == 0) break;
+  if (o != NULL) vcent_unlink(c, o);     /* verified again (another thread, or expired) */
+  while (c->n >= c->max && c->tail != NULL) vcent_unlink(c, c->tail);
+  if (c->max <= 0) {
+    uv_mutex_unlock(&t->mu);
+    free(e->der);
+    free(e);
+    return;
+  }
+  e->hnext = c->bucket[h];
+  c->bucket[h] = e;
+  e->next = c->head;
+  if (c->head) c->head->prev = e; else c->tail = e;
+  c->head = e;
+  c->n++;
+  uv_mutex_unlock(&t->mu);
+}
+
+/* Chain verification through the cache (when on), then etcd's allowed CN /
+** hostname rule on the leaf.  Installed when client certs are verified and
+** either the cache is on or an allow list is set. */
 static int verify_allowed_cb (X509_STORE_CTX *xs, void *arg) {
   pl_tls *t = (pl_tls *)arg;
   X509 *leaf;
-  int i, ok = X509_verify_cert(xs);
+  unsigned char buf[8192], *der = NULL, md[32];
+  size_t len = 0;
+  unsigned int mdlen = 0;
+  int i, ok, keyed = 0, hit = 0;
+  time_t now = tls_now();
+  if (t->vc != NULL && chain_der(xs, buf, sizeof(buf), &der, &len)) {
+    keyed = EVP_Digest(der, len, md, &mdlen, t->vc->sha256, NULL) == 1 && mdlen == 32;
+    if (!keyed) ERR_clear_error();
+    else hit = vcache_lookup(t, md, der, len, now);
+  }
+  if (hit) {
+    X509_STORE_CTX_set_error(xs, X509_V_OK);
+    ok = 1;
+  }
+  else {
+    if (clock_shift != 0) X509_STORE_CTX_set_time(xs, 0, now);
+    ok = X509_verify_cert(xs);
+    if (ok > 0 && keyed) {
+      time_t nb = (time_t)0, na = (time_t)INT64_MAX;   /* time_t is 64-bit here */
+      X509 *lf = X509_STORE_CTX_get0_cert(xs);
+      STACK_OF(X509) *one = sk_X509_new_null();
+      int good = one != NULL && sk_X509_push(one, lf) &&
+                 chain_bounds(one, &nb, &na) &&
+                 chain_bounds(X509_STORE_CTX_get0_untrusted(xs), &nb, &na) &&
+                 chain_bounds(X509_STORE_CTX_get0_chain(xs), &nb, &na);
+      sk_X509_free(one);
+      if (good && now >= nb && now < na) vcache_insert(t, md, der, len, nb, na);
+    }
+  }
+  if (der != NULL && der != buf) free(der);
   if (ok <= 0) return ok;
+  if (t->allowed_cns.n == 0 && t->allowed_hostnames.n == 0) return 1;
   leaf = X509_STORE_CTX_get0_cert(xs);
   if (t->allowed_cns.n > 0) {
     char cn[256];
@@ -1128,7 +1363,7 @@ static void verify_text (SSL *ssl, long v, char *buf, size_t len) {
     case X509_V_ERR_CERT_NOT_YET_VALID: {
       sslnote *n = note_get(ssl, 0);
       char now[40], lim[40];
-      time_t tt = time(NULL);
+      time_t tt = tls_now();
       struct tm tm;
       gmtime_r(&tt, &tm);
       strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -1405,6 +1640,7 @@ void pl_tls_push_pending_logs (lua_State *L, pl_tls *t) {
 */
 static void tls_free (pl_tls *t) {
   SSL_CTX_free(t->ctx);
+  vcache_free(t->vc);
   free(t->cert_file); free(t->key_file);
   free(t->client_cert_file); free(t->client_key_file);
   free(t->trusted_ca_file); free(t->crl_file);
@@ -1800,7 +2036,9 @@ static int tls_configure (lua_State *L, pl_tls *t, cfgerr *e) {
   }
   if (t->verify_client) {
     SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_note_cb);
-    if (t->allowed_cns.n > 0 || t->allowed_hostnames.n > 0)
+    /* the chain cache needs a trust store fixed in memory (trusted_ca_file) */
+    if (t->trusted_ca_file != NULL) t->vc = vcache_new();
+    if (t->vc != NULL || t->allowed_cns.n > 0 || t->allowed_hostnames.n > 0)
       SSL_CTX_set_cert_verify_callback(t->ctx, verify_allowed_cb, t);
   }
   else {
@@ -2136,6 +2374,40 @@ static int tls_handshake_test (lua_State *L) {
   return i;
 }
 
+/* Hidden: policy:_verify_cache([max]) -> { on =, entries =, max =, hits =,
+** misses =, flushes = }; max (an integer >= 0) bounds the cache (specs). */
+static int tls_verify_cache (lua_State *L) {
+  pl_tls *t = pl_tls_check(L, 1);
+  vcache *c = t->vc;
+  lua_Integer max = luaL_optinteger(L, 2, -1);
+  lua_createtable(L, 0, 6);
+  lua_pushboolean(L, c != NULL);
+  lua_setfield(L, -2, "on");
+  if (c == NULL) return 1;
+  uv_mutex_lock(&t->mu);
+  if (max >= 0) {
+    c->max = max > VCACHE_MAX ? VCACHE_MAX : (int)max;
+    while (c->n > c->max && c->tail != NULL) vcent_unlink(c, c->tail);
+  }
+  lua_pushinteger(L, c->n); lua_setfield(L, -2, "entries");
+  lua_pushinteger(L, c->max); lua_setfield(L, -2, "max");
+  lua_pushinteger(L, (lua_Integer)c->hits); lua_setfield(L, -2, "hits");
+  lua_pushinteger(L, (lua_Integer)c->misses); lua_setfield(L, -2, "misses");
+  lua_pushinteger(L, (lua_Integer)c->flushes); lua_setfield(L, -2, "flushes");
+  uv_mutex_unlock(&t->mu);
+  return 1;
+}
+
+/* Hidden test hook: core._tls_clock_shift(seconds) shifts the "now" of client
+** chain verification (fresh and cached alike) and of its error texts;
+** returns the previous shift.  0 restores the real clock. */
+static int tls_clock_shift (lua_State *L) {
+  long prev = clock_shift;
+  clock_shift = (long)luaL_checkinteger(L, 1);
+  lua_pushinteger(L, prev);
+  return 1;
+}
+
 static int tls_release_box (lua_State *L) {
   tlsbox *b = (tlsbox *)luaL_checkudata(L, 1, PL_TLSPOLICY_MT);
   pl_tls *t = b->t;
@@ -2217,6 +2489,7 @@ static const luaL_Reg tls_methods[] = {
   {"close", tls_close},
   {"_pending_logs", tls_pending_logs},
   {"_new_ssl", tls_new_ssl_probe},
+  {"_verify_cache", tls_verify_cache},
   {NULL, NULL}
 };
 
@@ -2231,6 +2504,7 @@ static const luaL_Reg tls_funcs[] = {
   {"tls_policy", tls_new},
   {"cipher_suites", tls_cipher_suites},
   {"_tls_handshake", tls_handshake_test},
+  {"_tls_clock_shift", tls_clock_shift},
   {NULL, NULL}
 };
 

@@ -599,6 +599,144 @@ describe("peerlisten.TlsPolicy", function()
         p:close()
       end)
     end)
+    describe("verified-chain cache", function()
+      -- a chain verified once is not verified again while it is the very same
+      -- bytes and every certificate is within its validity; these specs prove
+      -- it never accepts what a fresh verification would reject
+      local DAY = 86400
+      local function stats(p) return p:_verify_cache() end
+      after_each(function() core._tls_clock_shift(0) end)
+
+      it("is on with trusted_ca_file only (a system store may change on disk)", function()
+        assert.is_true(stats(mtls).on)
+        assert.are.equal(1024, stats(mtls).max)
+        local p = policy { client_cert_auth = true }
+        assert.is_false(stats(p).on)
+        p:close()
+        p = policy {}
+        assert.is_false(stats(p).on)
+        p:close()
+      end)
+      it("skips the chain verification for a chain seen before", function()
+        accepted(mtls, pair("client-good"))
+        accepted(mtls, pair("client-good"))
+        accepted(mtls, pair("client-good"))
+        local s = stats(mtls)
+        assert.are.same({ 1, 1, 2 }, { s.entries, s.misses, s.hits })
+        assert.are.equal("TLS1.2", accepted(mtls, { cert = P:cert("client-good"), key = P:key("client-good"),
+                                                    max_version = "TLS1.2" }).version)
+        assert.are.equal(3, stats(mtls).hits)
+      end)
+      it("still rejects another CA (same leaf subject), expired, server-only after a cached accept", function()
+        accepted(mtls, pair("client-good"))
+        accepted(mtls, pair("client-good"))
+        rejected(mtls, pair("client-otherca"), "bad_client_cert",
+          "tls: failed to verify client certificate: x509: certificate signed by unknown authority")
+        rejected(mtls, pair("client-otherca"), "bad_client_cert")
+        rejected(mtls, pair("client-expired"), "bad_client_cert")
+        rejected(mtls, pair("client-serveronly"), "bad_client_cert",
+          "tls: failed to verify client certificate: x509: certificate specifies an incompatible key usage")
+        local s = stats(mtls)
+        assert.are.equal(1, s.entries)   -- failures are never cached
+        assert.are.equal(1, s.hits)
+        -- the same leaf followed by an extra (untrusted) certificate is another key
+        local both = P:path("good+other.crt")
+        local f = assert(io.open(both, "w"))
+        f:write(assert(io.open(P:cert("client-good"))):read("a"), assert(io.open(P:cert("other-ca"))):read("a"))
+        f:close()
+        accepted(mtls, { cert = both, key = P:key("client-good") })
+        assert.are.equal(2, stats(mtls).entries)
+      end)
+      it("never uses an entry after a certificate's notAfter or before its notBefore (clock hook)", function()
+        accepted(mtls, pair("client-good"))
+        accepted(mtls, pair("client-good"))
+        assert.are.equal(1, stats(mtls).hits)
+        core._tls_clock_shift(31 * DAY)    -- past the 30-day leaf and CA
+        local m = rejected(mtls, pair("client-good"), "bad_client_cert")
+        assert.matches("certificate has expired or is not yet valid: current time .* is after ", m)
+        assert.are.equal(0, stats(mtls).entries)
+        core._tls_clock_shift(-2 * DAY)    -- before the leaf's notBefore
+        m = rejected(mtls, pair("client-good"), "bad_client_cert")
+        assert.matches("is before ", m)
+        core._tls_clock_shift(0)
+        accepted(mtls, pair("client-good"))
+        accepted(mtls, pair("client-good"))
+        assert.are.equal(2, stats(mtls).hits)
+      end)
+      it("rejects a cached certificate once it expires (real clock)", function()
+        local now = os.time()
+        local crt = P:issue("client-short", { not_before = now - 60, not_after = now + 2 })
+        local client = { cert = crt, key = P:key("client-short") }
+        if os.time() < now + 2 then   -- (a very slow run may already be past it)
+          accepted(mtls, client)
+          accepted(mtls, client)
+          assert.are.equal(1, stats(mtls).hits)
+        end
+        while os.time() <= now + 2 do helper.sh("sleep 0.2") end
+        local m = rejected(mtls, client, "bad_client_cert")
+        assert.matches("certificate has expired or is not yet valid", m)
+        rejected(mtls, client, "bad_client_cert")
+      end)
+      it("a revocation after a cached accept is enforced (CRL checked every time; reload flushes)", function()
+        local live = P:path("cache-live.crl")
+        P:copy(P:path("empty.crl"), live)
+        local p = policy { trusted_ca_file = P:cert("ca"), crl_file = live }
+        accepted(p, pair("client-good"))
+        accepted(p, pair("client-good"))
+        assert.are.equal(1, stats(p).hits)
+        local flushes = stats(p).flushes
+        P:copy(P:path("revoked.crl.der"), live)
+        rejected(p, pair("client-good"), "revoked")
+        rejected(p, pair("client-good"), "revoked")
+        assert.is_true(stats(p).flushes > flushes)
+        accepted(p, pair("client-othercn"))
+        p:close()
+      end)
+      it("still applies allowed_cns to a cached chain; another leaf with another CN is rejected", function()
+        local p = policy { trusted_ca_file = P:cert("ca"), allowed_cns = { "peer1" } }
+        accepted(p, pair("client-good"))
+        accepted(p, pair("client-good"))
+        rejected(p, pair("client-othercn"), "cn_not_allowed")
+        rejected(p, pair("client-othercn"), "cn_not_allowed")   -- its chain is cached, the CN is not allowed
+        assert.are.equal(2, stats(p).hits)
+        p:close()
+      end)
+      it("is per policy: a policy built on a replaced CA file rejects a chain cached by the old one", function()
+        local cafile = P:path("cache-ca.crt")
+        P:copy(P:cert("ca"), cafile)
+        local old = policy { trusted_ca_file = cafile }
+        local twin = policy { trusted_ca_file = cafile }
+        twin:_verify_cache(0)             -- the same policy without cache: fresh verifications only
+        accepted(old, pair("client-good"))
+        P:copy(P:cert("other-ca"), cafile)
+        local new = policy { trusted_ca_file = cafile }
+        rejected(new, pair("client-good"), "bad_client_cert")
+        accepted(new, pair("client-otherca"))
+        -- a live policy keeps the CA it loaded (as etcd does): cached and fresh agree
+        for _, name in ipairs { "client-good", "client-otherca" } do
+          local a = handshake(old, pair(name))
+          local b = handshake(twin, pair(name))
+          assert.are.equal(b, a, name)
+        end
+        assert.are.equal(0, stats(twin).entries)
+        old:close(); twin:close(); new:close()
+      end)
+      it("is bounded, least recently used out first", function()
+        local p = policy { trusted_ca_file = P:cert("ca"), skip_client_san_verify = true }
+        assert.are.equal(2, p:_verify_cache(2).max)
+        accepted(p, pair("client-good"))
+        accepted(p, pair("client-othercn"))
+        accepted(p, pair("client-good"))          -- hit: good is now the most recent
+        accepted(p, pair("client-localhostdns"))  -- evicts othercn
+        local s = stats(p)
+        assert.are.same({ 2, 1, 3 }, { s.entries, s.hits, s.misses })
+        accepted(p, pair("client-good"))
+        accepted(p, pair("client-othercn"))
+        s = stats(p)
+        assert.are.same({ 2, 2, 4 }, { s.entries, s.hits, s.misses })
+        p:close()
+      end)
+    end)
   end)
 
   describe("certificate reload", function()

@@ -156,6 +156,35 @@ function M:serial(name)
   return s
 end
 
+--- Issues one more client certificate at test time with an exact validity
+-- period (unix times; `openssl ca -startdate/-enddate`), e.g. one that expires
+-- a few seconds from now.  o: cn (default "peer1"), san (default
+-- "IP:127.0.0.1"), ca (default "ca"), not_before, not_after.
+-- Returns the certificate's path; the key is P:key(name).
+function M:issue(name, o)
+  local dir = self.dir
+  local q = function(n) return "'" .. dir .. "/" .. n .. "'" end
+  local ca = o.ca or "ca"
+  local db = dir .. "/issue-db"
+  os.execute("mkdir -p '" .. db .. "'")
+  local f = io.open(db .. "/serial", "r")
+  if f then f:close() else write(db .. "/serial", "2000\n") write(db .. "/index.txt", "") end
+  write(db .. "/ca.cnf", table.concat({
+    "[ ca ]", "default_ca = CA_default", "[ CA_default ]",
+    "database = " .. db .. "/index.txt", "new_certs_dir = " .. db,
+    "serial = " .. db .. "/serial", "default_md = sha256", "policy = pol",
+    "unique_subject = no",
+    "[ pol ]", "commonName = supplied", "" }, "\n"))
+  write(dir .. "/" .. name .. ".ext", "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n" ..
+    "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=" .. (o.san or "IP:127.0.0.1") .. "\n")
+  sh(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s -out %s -subj '/CN=%s'")
+     :format(q(name .. ".key"), q(name .. ".csr"), o.cn or "peer1"))
+  sh(("openssl ca -batch -config '%s' -cert %s -keyfile %s -in %s -out %s -startdate %s -enddate %s -extfile %s -notext")
+     :format(db .. "/ca.cnf", q(ca .. ".crt"), q(ca .. ".key"), q(name .. ".csr"), q(name .. ".crt"),
+             os.date("!%Y%m%d%H%M%SZ", o.not_before), os.date("!%Y%m%d%H%M%SZ", o.not_after), q(name .. ".ext")))
+  return self:cert(name)
+end
+
 --- Copies a file (used to replace cert files while serving).
 function M.copy(_, from, to)
   sh(("cp '%s' '%s'"):format(from, to))
