@@ -1955,7 +1955,13 @@ static int tls_configure (lua_State *L, pl_tls *t, cfgerr *e) {
   ** trusted CA store on every handshake (an X509_verify_cert per handshake). */
   SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
   SSL_CTX_set_session_id_context(t->ctx, (const unsigned char *)"peerlisten", 10);
-  if (t->session_tickets) SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_SERVER);
+  if (t->session_tickets) {
+    SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_SERVER);
+    /* TLS 1.3: one ticket per handshake, not OpenSSL's default two (each is
+    ** an encoded + encrypted session); a resuming peer gets a fresh one each
+    ** time, which is what Go and OpenSSL clients keep. */
+    SSL_CTX_set_num_tickets(t->ctx, 1);
+  }
   else {
     SSL_CTX_set_num_tickets(t->ctx, 0);
     SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
@@ -2254,6 +2260,14 @@ static int opt_cstr (lua_State *L, int idx, const char *k, char *buf, size_t len
   return buf[0] != '\0';
 }
 
+static int test_tickets;    /* NewSessionTickets the test client got */
+
+static int test_ticket_cb (SSL *ssl, SSL_SESSION *sess) {
+  (void)ssl; (void)sess;
+  test_tickets++;
+  return 0;                  /* not kept */
+}
+
 static int tls_handshake_test (lua_State *L) {
   pl_tls *t = pl_tls_check(L, 1);
   char err[600], b[600], b2[600], remote[64];
@@ -2271,6 +2285,7 @@ static int tls_handshake_test (lua_State *L) {
   lua_pop(L, 1);
   if (!opt_cstr(L, 2, "remote_ip", remote, sizeof(remote))) snprintf(remote, sizeof(remote), "127.0.0.1");
   ERR_clear_error();
+  test_tickets = 0;
   srv = pl_tls_new_ssl(t, err, sizeof(err));
   if (srv == NULL) {
     lua_pushboolean(L, 0); lua_pushliteral(L, "new_ssl"); lua_pushstring(L, err);
@@ -2282,6 +2297,8 @@ static int tls_handshake_test (lua_State *L) {
   if (!have_raw) {
     cctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_security_level(cctx, 0);
+    SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(cctx, test_ticket_cb);
     if (opt_cstr(L, 2, "min_version", b, sizeof(b)))
       SSL_CTX_set_min_proto_version(cctx, strcmp(b, "TLS1.3") == 0 ? TLS1_3_VERSION :
                                     strcmp(b, "TLS1.2") == 0 ? TLS1_2_VERSION :
@@ -2345,6 +2362,11 @@ static int tls_handshake_test (lua_State *L) {
       break;
     }
   }
+  if (reason == NULL && sdone && cdone && cli != NULL) {
+    /* TLS 1.3: let the client read the tickets sent after the handshake */
+    char tmp[16];
+    if (SSL_read(cli, tmp, sizeof(tmp)) <= 0) ERR_clear_error();
+  }
   if (reason == NULL && !sdone) { reason = "incomplete"; snprintf(err, sizeof(err), "handshake did not finish"); }
   if (reason == NULL && cli != NULL && cfail) { reason = "client"; side = "client"; snprintf(err, sizeof(err), "client failed"); }
   if (reason == NULL) {
@@ -2362,6 +2384,8 @@ static int tls_handshake_test (lua_State *L) {
   else {
     lua_pushboolean(L, 1);
     pl_tls_push_info(L, srv);
+    lua_pushinteger(L, test_tickets);
+    lua_setfield(L, -2, "client_tickets");
     pl_tls_push_peer_names(L, srv);
     lua_pushboolean(L, pl_tls_post_check_may_block(t, srv, remote));
     i = 5;
