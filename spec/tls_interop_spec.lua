@@ -278,6 +278,26 @@ describe("peerlisten TLS listeners #interop", function()
       l:close()
     end)
 
+    it("reconnecting peers skip the chain verification (cache); another CA is still refused", function()
+      assert(have.go, "go missing")
+      local pol = assert(core.tls_policy { cert_file = P:cert("server"), key_file = P:key("server"),
+                                           trusted_ca_file = P:cert("ca") })
+      local l = assert(core.listen { scheme = "https", host = "127.0.0.1", port = 0, tls = pol,
+        logger = function(level, msg, fields) logs[#logs + 1] = { level = level, msg = msg, fields = fields } end })
+      local ca = "-ca " .. shq(P:cert("ca")) .. " "
+      for _ = 1, 3 do is_go_ok(go(l, ca .. pair_args("client-good") .. " -send ping")) end
+      local st = pol:_verify_cache()
+      assert.are.same({ 1, 1, 2 }, { st.entries, st.misses, st.hits })
+      local out = s_client(l, pair_args("client-otherca"))
+      assert.not_matches("200 OK", out, 1, true)
+      assert.are.equal("tls: failed to verify client certificate: x509: certificate signed by unknown authority",
+        rejection("bad_client_cert").fields.error)
+      is_go_ok(go(l, ca .. pair_args("client-good") .. " -send ping"))
+      assert.are.equal(3, pol:_verify_cache().hits)
+      l:close()
+      pol:close()
+    end)
+
     it("skip_client_san_verify accepts a SAN not matching 127.0.0.1", function()
       assert(have.go, "go missing")
       local l = listen { trusted_ca_file = P:cert("ca"), skip_client_san_verify = true }
