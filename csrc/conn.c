@@ -15,6 +15,7 @@
 
 #define TLS_CHUNK 16384
 #define READ_HIGH (64 * 1024)   /* stop reading when this much waits unread */
+#define TLSERR_LEN 128
 
 enum { PH_HANDSHAKE, PH_CHECKING, PH_OPEN };
 
@@ -26,16 +27,6 @@ struct pl_conn {
   pl_conn *rnext;          /* in g's ready queue */
   SSL *ssl;                /* NULL for plain connections */
   pl_tls *tls;             /* retained while ssl exists */
-  int phase;
-  int has_ud;              /* a Conn userdata owns this struct */
-  int user_closed;         /* close() was called */
-  int work_pending;        /* a post-handshake check runs on the thread pool */
-  int pinned;              /* C code still uses it while Lua runs (loggers) */
-  int reading;
-  int eof;
-  int rerr, werr;          /* libuv error codes (0: none) */
-  int pending_writes;
-  int is_unix;
   char *rbuf;              /* plaintext not yet read by Lua: rbuf[roff..rlen) */
   size_t roff, rlen, rcap;
   const char *in;          /* raw TLS bytes of the current read callback */
@@ -43,11 +34,22 @@ struct pl_conn {
   char *wout;              /* TLS output not yet given to libuv */
   size_t woutlen, woutcap;
   uv_timer_t *hs_timer;    /* whole-handshake deadline */
+  char *tlserr;            /* why a TLS read failed (malloc'ed, only then) */
   pl_waiter rw, ww;
-  char tlserr[128];        /* why a TLS read failed */
-  char peer[48];           /* remote IP ("@" for unix peers) */
-  int peer_port;
   double rto, wto;         /* default read/write deadlines (seconds, 0: none) */
+  int rerr, werr;          /* libuv error codes (0: none) */
+  int pending_writes;
+  unsigned short peer_port;
+  /* flags: one byte each (every idle connection carries this struct) */
+  unsigned char phase;
+  unsigned char has_ud;    /* a Conn userdata owns this struct */
+  unsigned char user_closed;   /* close() was called */
+  unsigned char work_pending;  /* a post-handshake check runs on the thread pool */
+  unsigned char pinned;    /* C code still uses it while Lua runs (loggers) */
+  unsigned char reading;
+  unsigned char eof;
+  unsigned char is_unix;
+  char peer[46];           /* remote IP ("@" for unix peers); INET6_ADDRSTRLEN */
 };
 
 typedef struct conn_ud {
@@ -228,6 +230,7 @@ static void conn_free_maybe (pl_conn *c) {
   pl_tls_release(c->tls);
   free(c->rbuf);
   free(c->wout);
+  free(c->tlserr);
   free(c);
 }
 
@@ -394,8 +397,11 @@ static void tls_pump (pl_conn *c) {
     if (e == SSL_ERROR_WANT_READ) break;
     if (e == SSL_ERROR_ZERO_RETURN) { c->eof = 1; break; }
     if (c->eof) break;   /* EOF without close_notify: a plain EOF */
-    pl_ssl_errstr(c->tlserr, sizeof(c->tlserr));
-    if (c->tlserr[0] == '\0') snprintf(c->tlserr, sizeof(c->tlserr), "TLS error");
+    if (c->tlserr == NULL) c->tlserr = (char *)malloc(TLSERR_LEN);
+    if (c->tlserr != NULL) {
+      pl_ssl_errstr(c->tlserr, TLSERR_LEN);
+      if (c->tlserr[0] == '\0') snprintf(c->tlserr, TLSERR_LEN, "TLS error");
+    }
     c->rerr = UV_EPROTO;
     break;
   }
@@ -820,7 +826,7 @@ static int read_deliver (lua_State *L, pl_conn *c, size_t max) {
     return 1;
   }
   if (c->rerr != 0) {
-    if (c->rerr == UV_EPROTO && c->tlserr[0])
+    if (c->rerr == UV_EPROTO && c->tlserr != NULL && c->tlserr[0])
       return pl_fail(L, "EPROTO", "read: %s", c->tlserr);
     return pl_uverror(L, "read", c->rerr);
   }
