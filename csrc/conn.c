@@ -389,6 +389,9 @@ static void rbuf_trim (pl_conn *c) {
 static void tls_pump (pl_conn *c) {
   for (;;) {
     int n, e;
+    /* nothing new to decrypt: an SSL_read now would only set up (and free
+    ** again) a 16 KB record buffer to learn it must wait */
+    if (c->inlen == 0 && !SSL_has_pending(c->ssl)) break;
     if (rbuf_reserve(c, TLS_CHUNK) != 0) { c->rerr = UV_ENOMEM; break; }
     ERR_clear_error();
     n = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(c->rcap - c->rlen));
