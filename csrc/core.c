@@ -61,6 +61,17 @@ static void free_handle (uv_handle_t *h) {
   free(h);
 }
 
+/* Seconds to a libuv timeout in ms.  Converting a double beyond uint64_t's
+** range is undefined (on x86-64 1e30 or math.huge became 0: a wait that
+** should last "forever" ended at once), so huge values are capped at about
+** 285000 years; NaN and negatives give 0. */
+static uint64_t timeout_ms (double s) {
+  double ms = s * 1000.0 + 0.5;
+  if (!(ms >= 1.0)) return 0;
+  if (ms >= 9.0e15) return (uint64_t)9.0e15;
+  return (uint64_t)ms;
+}
+
 /* ---- logging ---- */
 
 /* fields table on top (popped).  Never raises. */
@@ -177,7 +188,7 @@ static void resume_later_start (pl_loop *lp, lua_State *co, int ref,
   r->ref = ref;
   r->donep = donep;
   if (delay > 0) uv_update_time(&lp->loop);
-  uv_timer_start(&r->timer, resume_later_cb, (uint64_t)(delay * 1000.0 + 0.5), 0);
+  uv_timer_start(&r->timer, resume_later_cb, timeout_ms(delay), 0);
 }
 
 /* Is L a coroutine started by spawn that may yield to us? */
@@ -257,7 +268,7 @@ int pl_wait (lua_State *L, pl_waiter *w, double timeout,
       w->timer->data = w;
     }
     uv_update_time(&lp->loop);   /* the cached time may be old */
-    uv_timer_start(w->timer, waiter_timer_cb, (uint64_t)(timeout * 1000.0 + 0.5), 0);
+    uv_timer_start(w->timer, waiter_timer_cb, timeout_ms(timeout), 0);
   }
   if (ours) {
     lua_pushthread(L);
@@ -352,7 +363,7 @@ static int core_step (lua_State *L) {
       uv_unref((uv_handle_t *)lp->steptimer);
     }
     uv_update_time(&lp->loop);
-    uv_timer_start(lp->steptimer, step_timer_cb, (uint64_t)(timeout * 1000.0 + 0.5), 0);
+    uv_timer_start(lp->steptimer, step_timer_cb, timeout_ms(timeout), 0);
     uv_ref((uv_handle_t *)lp->steptimer);
     uv_run(&lp->loop, UV_RUN_ONCE);
     uv_timer_stop(lp->steptimer);

@@ -52,6 +52,17 @@ describe("peerlisten.core", function()
       assert.are.same({ "a", "b" }, order)
     end)
 
+    it("treats a huge duration as forever, not as zero", function()
+      -- a child process: a coroutine sleeping "forever" would pin this loop
+      local script = "package.cpath = './?.so;' .. package.cpath; " ..
+        "local core = require 'peerlisten.core'; local woke = false; " ..
+        "core.spawn(function() core.sleep(1e30); woke = true end); " ..
+        "core.spawn(function() core.sleep(math.huge); woke = true end); " ..
+        "core.step(0.05); core.step(0); io.write(tostring(woke)); os.exit(0)"
+      local out = helper.sh("env -u LD_PRELOAD timeout 10 lua5.4 -e \"" .. script .. "\" 2>&1")
+      assert.are.equal("false", out)
+    end)
+
     it("resumes coroutines that yield bare on the next turn", function()
       local n = 0
       core.spawn(function() coroutine.yield(); n = n + 1 end)
@@ -67,6 +78,13 @@ describe("peerlisten.core", function()
       core.spawn(function() core.sleep(0.01); done = true end)
       while not done do core.step(0.1) end
       assert.is_false(core.step(0))
+    end)
+
+    it("waits up to a huge timeout for the next event", function()
+      local done = false
+      core.spawn(function() core.sleep(0.02); done = true end)
+      core.step(1e30)
+      assert.is_true(done)
     end)
   end)
 
