@@ -500,7 +500,7 @@ static int listen_tcp (lua_State *L, listener *l, const char *host, lua_Integer 
   struct sockaddr_storage ss;
   socklen_t sslen;
   char want[INET6_ADDRSTRLEN + 16];
-  int fd, one = 1, r, dual = 0;
+  int fd, one = 1, r, dual = 0, wildcard = 0;
   uv_tcp_t *h;
   memset(&ss, 0, sizeof(ss));
   if (port < 0 || port > 65535) {
@@ -512,6 +512,7 @@ static int listen_tcp (lua_State *L, listener *l, const char *host, lua_Integer 
     /* Go's "tcp" wildcard: dual-stack [::] when IPv6 works */
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
     int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    wildcard = 1;
     if (probe >= 0) {
       close(probe);
       a6->sin6_family = AF_INET6;
@@ -558,7 +559,9 @@ static int listen_tcp (lua_State *L, listener *l, const char *host, lua_Integer 
     uv_ip4_name((struct sockaddr_in *)&ss, l->host, sizeof(l->host));
     sslen = sizeof(struct sockaddr_in);
   }
-  fmt_hostport(want, sizeof(want), dual ? "::" : l->host, (int)port);
+  /* Go names the address as resolved: a wildcard as written ("0.0.0.0:2380",
+  ** ":2380", "[::]:2380") even though it listens dual-stack on [::] */
+  fmt_hostport(want, sizeof(want), wildcard ? host : l->host, (int)port);
   fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     r = uv_translate_sys_error(errno);

@@ -108,6 +108,16 @@ describe("peerlisten.Listener", function()
         l:close()
       end)
 
+      it("names a wildcard address as written in a bind error, like Go", function()
+        local l = assert(listen{ host = "0.0.0.0" })
+        local _, port = l:addr()
+        assert_fail("EADDRINUSE", "^listen tcp 0%.0%.0%.0:" .. port .. ": bind: address already in use$",
+          listen{ host = "0.0.0.0", port = port })
+        assert_fail("EADDRINUSE", "^listen tcp :" .. port .. ": bind: address already in use$",
+          listen{ host = "", port = port })
+        l:close()
+      end)
+
       it("fails on https without a policy, and frees the port", function()
         local ok, msg, code = listen{ scheme = "https" }
         assert_fail("ETLSCONFIG", "^cannot listen on TLS for 127%.0%.0%.1:%d+: KeyFile and CertFile are not presented$",
