@@ -214,4 +214,79 @@ describe("peerlisten.Conn", function()
       c:close(); l:close()
     end)
   end)
+
+  describe("over TLS", function()
+    local dir, cert, key
+    setup(function()
+      dir = helper.tmpdir()
+      cert, key = helper.selfsigned(dir)
+    end)
+    teardown(function() helper.rmdir(dir) end)
+
+    local function tls_listener()
+      local pol = assert(core.tls_policy { cert_file = cert, key_file = key })
+      local l = assert(core.listen { scheme = "https", host = "127.0.0.1", port = 0, tls = pol })
+      pol:close()   -- the listener keeps its own reference
+      return l
+    end
+
+    -- openssl s_client fed by a shell pipeline, in the background
+    local function s_client(l, feed, flags, name)
+      local _, port = l:addr()
+      return helper.bg(("%s | timeout 10 openssl s_client %s -connect 127.0.0.1:%d"):format(
+        feed, flags, port), dir .. "/" .. name .. ".out")
+    end
+
+    it("reads records that arrive split across reads, complete and in order", function()
+      local l = tls_listener()
+      local n = 300000   -- about 19 records of 16 KiB: many end in the middle of a read
+      local pid = s_client(l, ("yes 0123456789abcdef | head -c %d"):format(n), "-quiet", "split")
+      local conn = assert(l:accept(5))
+      local parts, got = {}, 0
+      while got < n do
+        local data, err = conn:read(65536, 5)
+        assert(data, err)
+        parts[#parts + 1] = data
+        got = got + #data
+      end
+      assert.are.equal(("0123456789abcdef\n"):rep(n // 17 + 1):sub(1, n), table.concat(parts))
+      conn:close()
+      helper.kill(pid)
+      l:close()
+    end)
+
+    it("returns the data, then EOF after the peer's close_notify", function()
+      local l = tls_listener()
+      local pid = s_client(l, "printf hello", "", "eof")
+      local conn = assert(l:accept(5))
+      local buf = ""
+      while #buf < 5 do buf = buf .. assert(conn:read(100, 5)) end
+      assert.are.equal("hello", buf)
+      assert.are.same({ nil, "EOF", "EOF" }, { conn:read(100, 5) })
+      conn:close()
+      helper.kill(pid)
+      l:close()
+    end)
+
+    it("close frees the TLS state at once; methods raise, a second close and GC are harmless", function()
+      local l = tls_listener()
+      local pid = s_client(l, "sleep 5", "-quiet", "close")
+      local conn = assert(l:accept(5))
+      assert.are.equal("TLS1.3", conn:tls_info().version)
+      local res
+      core.spawn(function() res = { conn:read(10, 5) } end)
+      assert.is_true(conn:close())
+      assert.are.equal("peerlisten.Conn (closed)", tostring(conn))
+      assert.has_error(function() conn:tls_info() end, "attempt to use a closed connection")
+      assert.has_error(function() conn:write("x") end, "attempt to use a closed connection")
+      assert.is_true(helper.wait_until(function() return res ~= nil end))
+      assert.are.same({ nil, "use of closed network connection", "ECLOSED" }, res)
+      assert.is_true(conn:close())
+      conn = nil
+      collectgarbage(); collectgarbage()
+      assert.are.equal(0, l:stats().active)
+      helper.kill(pid)
+      l:close()
+    end)
+  end)
 end)
