@@ -129,7 +129,7 @@ end
 
 --- Stops a background process started by M.bg, and its process group.
 function M.kill(child)
-  if child then os.execute(("kill -TERM -- -%d %d 2>/dev/null; true"):format(child, child)) end
+  if child then os.execute(("kill -TERM -%d %d 2>/dev/null; true"):format(child, child)) end
 end
 
 function M.readfile(path)
