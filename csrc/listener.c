@@ -42,7 +42,8 @@ typedef struct listener {
   ino_t sock_ino;
   char host[INET6_ADDRSTRLEN];
   int port;
-  char local[INET6_ADDRSTRLEN + 16];  /* "127.0.0.1:2380", "[::1]:2380" */
+  /* "127.0.0.1:2380", "[::1]:2380" or the socket path (up to 107 bytes) */
+  char local[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
 } listener;
 
 static const char selfs_key = 'W';   /* registry: weak table pointer -> userdata */
@@ -260,6 +261,7 @@ Idempotent; inside a coroutine the wait yields.
 static int listener_close (lua_State *L) {
   listener *l = listener_check(L, 1);
   double timeout = luaL_optnumber(L, 2, 0);
+  luaL_argcheck(L, timeout >= 0, 2, "negative timeout");
   lua_settop(L, 1);
   if (l->released) { lua_pushboolean(L, 1); return 1; }
   listener_stop(l);
@@ -465,8 +467,7 @@ static double opt_number (lua_State *L, const char *key, double dflt) {
   if (t != LUA_TNUMBER) luaL_error(L, "bad option '%s' (number expected, got %s)", key, luaL_typename(L, -1));
   v = lua_tonumber(L, -1);
   lua_pop(L, 1);
-  if (v < 0) luaL_error(L, "bad option '%s' (must not be negative)", key);
-  return v;
+  return v;   /* range checked by the caller (a bad value is a fail triple) */
 }
 
 static int opt_bool (lua_State *L, const char *key) {
@@ -478,12 +479,17 @@ static int opt_bool (lua_State *L, const char *key) {
   return v;
 }
 
-static const char *opt_string (lua_State *L, const char *key, const char *dflt) {
+/* A string option (dflt when nil); *embedded_nul is set when it holds a NUL
+** byte, which C would silently cut it at. */
+static const char *opt_string (lua_State *L, const char *key, const char *dflt,
+                               int *embedded_nul) {
   const char *s;
+  size_t len;
   int t = lua_getfield(L, 1, key);
   if (t == LUA_TNIL) { lua_pop(L, 1); return dflt; }
   if (t != LUA_TSTRING) luaL_error(L, "bad option '%s' (string expected, got %s)", key, luaL_typename(L, -1));
-  s = lua_tostring(L, -1);
+  s = lua_tolstring(L, -1, &len);
+  if (embedded_nul != NULL && strlen(s) != len) *embedded_nul = 1;
   lua_pop(L, 1);   /* still referenced by the options table */
   return s;
 }
@@ -621,7 +627,7 @@ static int listen_unix (lua_State *L, listener *l, const char *path, int backlog
   struct stat st;
   struct sockaddr_un sa;
   uv_pipe_t *h;
-  int r;
+  int r, fd;
   if (path[0] == '\0')
     return pl_fail(L, "EINVAL", "listen unix : bind: empty socket path");
   if (strlen(path) >= sizeof(sa.sun_path))
@@ -632,8 +638,8 @@ static int listen_unix (lua_State *L, listener *l, const char *path, int backlog
       return pl_fail(L, "EEXIST", "listen unix %s: bind: file exists and is not a socket "
                      "(refusing to remove it)", path);
     else {   /* a socket: live listener, or stale file of a dead one? */
-      int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       int live = 0;
+      fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       if (fd >= 0) {
         memset(&sa, 0, sizeof(sa));
         sa.sun_family = AF_UNIX;
@@ -649,19 +655,47 @@ static int listen_unix (lua_State *L, listener *l, const char *path, int backlog
       }
     }
   }
-  h = (uv_pipe_t *)malloc(sizeof(uv_pipe_t));
-  if (h == NULL) return pl_fail(L, "ENOMEM", "listen unix %s: not enough memory", path);
-  uv_pipe_init(l->loop, h, 0);
-  h->data = NULL;
-  l->h = (uv_stream_t *)h;   /* owned from here */
-  r = uv_pipe_bind(h, path);
-  if (r != 0) return pl_fail(L, uv_err_name(r), "listen unix %s: bind: %s", path, uv_strerror(r));
+  /* our own socket and bind: uv_pipe_bind reports a missing directory
+  ** (ENOENT) as EACCES, "permission denied" */
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    r = uv_translate_sys_error(errno);
+    return pl_fail(L, uv_err_name(r), "listen unix %s: socket: %s", path, uv_strerror(r));
+  }
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    r = uv_translate_sys_error(errno);
+    close(fd);
+    return pl_fail(L, uv_err_name(r), "listen unix %s: bind: %s", path, uv_strerror(r));
+  }
+  /* the file exists from here: remember it so that release removes it */
   l->path = (char *)malloc(strlen(path) + 1);
-  if (l->path != NULL) memcpy(l->path, path, strlen(path) + 1);
+  if (l->path == NULL) {
+    unlink(path);
+    close(fd);
+    return pl_fail(L, "ENOMEM", "listen unix %s: not enough memory", path);
+  }
+  memcpy(l->path, path, strlen(path) + 1);
   if (lstat(path, &st) == 0) {
     l->sock_dev = st.st_dev;
     l->sock_ino = st.st_ino;
   }
+  h = (uv_pipe_t *)malloc(sizeof(uv_pipe_t));
+  if (h == NULL) {
+    close(fd);
+    return pl_fail(L, "ENOMEM", "listen unix %s: not enough memory", path);
+  }
+  uv_pipe_init(l->loop, h, 0);
+  h->data = NULL;
+  r = uv_pipe_open(h, (uv_file)fd);
+  if (r != 0) {
+    close(fd);
+    uv_close((uv_handle_t *)h, free_handle);
+    return pl_fail(L, uv_err_name(r), "listen unix %s: %s", path, uv_strerror(r));
+  }
+  l->h = (uv_stream_t *)h;   /* owned from here: release closes it */
   r = uv_listen(l->h, backlog, connection_cb);
   if (r != 0) return pl_fail(L, uv_err_name(r), "listen unix %s: listen: %s", path, uv_strerror(r));
   uv_unref((uv_handle_t *)h);
@@ -675,8 +709,8 @@ static int listen_unix (lua_State *L, listener *l, const char *path, int backlog
 ** -> listener | nil, message, code */
 static int core_listen (lua_State *L) {
   listener *l;
-  int scheme, backlog, r, reuse_address, reuse_port;
-  double rto, wto;
+  int scheme, backlog, r, reuse_address, reuse_port, nul = 0;
+  double rto, wto, b;
   const char *url, *host = NULL, *path = NULL;
   lua_Integer port = 0;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -686,27 +720,37 @@ static int core_listen (lua_State *L) {
   lua_pop(L, 1);
   reuse_address = opt_bool(L, "reuse_address");
   reuse_port = opt_bool(L, "reuse_port");
-  {
-    double b = opt_number(L, "backlog", 511);
-    luaL_argcheck(L, b >= 1 && b <= 65535, 1, "bad option 'backlog' (1..65535)");
-    backlog = (int)b;
-  }
+  /* wrong types raise; bad values of the right type are fail triples */
+  b = opt_number(L, "backlog", 511);
   rto = opt_number(L, "read_timeout", 5);
   wto = opt_number(L, "write_timeout", 5);
+  if (!(b >= 1 && b <= 65535) || b != (double)(int)b)
+    return pl_fail(L, "EINVAL", "bad option 'backlog': %f is not an integer in 1..65535", b);
+  backlog = (int)b;
+  if (!(rto >= 0))
+    return pl_fail(L, "EINVAL", "bad option 'read_timeout': %f is not a duration >= 0", rto);
+  if (!(wto >= 0))
+    return pl_fail(L, "EINVAL", "bad option 'write_timeout': %f is not a duration >= 0", wto);
   if (scheme == SCHEME_UNIX || scheme == SCHEME_UNIXS) {
-    path = opt_string(L, "path", NULL);
-    if (path == NULL) path = opt_string(L, "host", NULL);
+    path = opt_string(L, "path", NULL, &nul);
+    if (path == NULL) path = opt_string(L, "host", NULL, &nul);
     if (path == NULL) return luaL_error(L, "bad option 'path' (string expected, got nil)");
+    if (nul)
+      return pl_fail(L, "EINVAL", "listen unix %s: bind: socket path contains a NUL byte", path);
   }
   else {
-    host = opt_string(L, "host", "");
+    host = opt_string(L, "host", "", &nul);
+    if (nul)
+      return pl_fail(L, "EINVAL", "listen tcp: address %s: host contains a NUL byte", host);
     if (lua_getfield(L, 1, "port") != LUA_TNIL) {
       int isnum;
+      if (!lua_isnumber(L, -1) && !lua_isstring(L, -1))
+        return luaL_error(L, "bad option 'port' (number expected, got %s)", luaL_typename(L, -1));
       port = lua_tointegerx(L, -1, &isnum);
       if (!isnum) {
         const char *ps = lua_tostring(L, -1);
         lua_pop(L, 1);
-        return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", ps ? ps : "?");
+        return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", ps);
       }
     }
     lua_pop(L, 1);
@@ -761,14 +805,14 @@ static int core_listen (lua_State *L) {
     listener_release(L, l, 0);
     return r;
   }
-  url = opt_string(L, "url", NULL);
+  url = opt_string(L, "url", NULL, NULL);
   if (url != NULL) lua_pushstring(L, url);
   else if (l->g.is_unix) lua_pushfstring(L, "%s://%s", scheme_names[scheme], l->local);
   else lua_pushfstring(L, "%s://%s", scheme_names[scheme], l->local);
   lua_setiuservalue(L, 2, UV_URL);
   if ((scheme == SCHEME_HTTPS || scheme == SCHEME_UNIXS) &&
       (l->g.tls == NULL || !pl_tls_has_cert(l->g.tls))) {
-    char where[INET6_ADDRSTRLEN + 16];
+    char where[sizeof(l->local)];
     snprintf(where, sizeof(where), "%s", l->local);
     listener_release(L, l, 0);
     return pl_fail(L, "ETLSCONFIG",

@@ -100,6 +100,34 @@ describe("peerlisten.Listener", function()
         assert_fail("EINVAL", "address abc: invalid port", listen{ port = "abc" })
       end)
 
+      it("fails on a backlog out of 1..65535 or not an integer", function()
+        for _, b in ipairs{ 0, -1, 65536, 1.5, 0 / 0, math.huge } do
+          assert_fail("EINVAL", "^bad option 'backlog': .* is not an integer in 1%.%.65535$", listen{ backlog = b })
+        end
+        local l = assert(listen{ backlog = 1 })
+        l:close()
+      end)
+
+      it("fails on a negative or NaN read or write timeout", function()
+        for _, k in ipairs{ "read_timeout", "write_timeout" } do
+          for _, v in ipairs{ -1, -0.001, 0 / 0, -math.huge } do
+            assert_fail("EINVAL", "^bad option '" .. k .. "': .* is not a duration >= 0$", listen{ [k] = v })
+          end
+        end
+        local l = assert(listen{ read_timeout = 0, write_timeout = math.huge })
+        l:close()
+      end)
+
+      it("fails on a host with a NUL byte instead of cutting it", function()
+        assert_fail("EINVAL", "host contains a NUL byte", listen{ host = "127.0.0.1\0junk" })
+      end)
+
+      it("fails on a port that is not an integer", function()
+        assert_fail("EINVAL", "^listen tcp: address 1%.5: invalid port$", listen{ port = 1.5 })
+        assert_fail("EINVAL", "^listen tcp: address 65536: invalid port$", listen{ port = "65536" })
+        assert_fail("EINVAL", "^listen tcp: address : invalid port$", listen{ port = "" })
+      end)
+
       it("fails like Go on a port in use", function()
         local l = assert(listen{})
         local _, port = l:addr()
@@ -131,7 +159,10 @@ describe("peerlisten.Listener", function()
         assert.has_error(function() core.listen() end)
         assert.has_error(function() core.listen{ scheme = "ftp" } end)
         assert.has_error(function() listen{ backlog = "x" } end)
-        assert.has_error(function() listen{ read_timeout = -1 } end)
+        assert.has_error(function() listen{ read_timeout = "5s" } end)
+        assert.has_error(function() listen{ port = true } end, "bad option 'port' (number expected, got boolean)")
+        assert.has_error(function() listen{ port = {} } end)
+        assert.has_error(function() listen{ host = 127 } end)
         assert.has_error(function() listen{ reuse_port = "yes" } end)
         assert.has_error(function() listen{ logger = 42 } end)
         assert.has_error(function() listen{ scheme = "https", tls = {} } end)
@@ -210,20 +241,52 @@ describe("peerlisten.Listener", function()
       l:close()
     end)
 
+    it("fails on a path with a NUL byte instead of cutting it", function()
+      local path = dir .. "/nul.sock"
+      assert_fail("EINVAL", "contains a NUL byte", listen{ scheme = "unix", path = path .. "\0junk" })
+      assert.are.equal("", helper.sh("test -e " .. path .. " && echo exists"))
+    end)
+
+    it("fails on an empty path, a missing directory and a directory at the path", function()
+      assert_fail("EINVAL", "empty socket path", listen{ scheme = "unix", path = "" })
+      assert_fail("ENOENT", "^listen unix .*/missing/p%.sock: bind: no such file or directory$",
+        listen{ scheme = "unix", path = dir .. "/missing/p.sock" })
+      os.execute("mkdir -p " .. dir .. "/adir")
+      assert_fail("EEXIST", "is not a socket", listen{ scheme = "unix", path = dir .. "/adir" })
+      assert.are.equal("yes\n", helper.sh("test -d " .. dir .. "/adir && echo yes"))
+    end)
+
+    it("binds a path of the longest length that fits, fails one byte longer", function()
+      local base = dir .. "/"
+      local fits = base .. string.rep("y", 107 - #base)
+      local l = assert(listen{ scheme = "unix", path = fits })
+      assert.are.equal(fits, l:addr())
+      l:close()
+      assert_fail("ENAMETOOLONG", "longer than 107 bytes", listen{ scheme = "unix", path = fits .. "y" })
+    end)
+
     it("fails on an over-long path instead of truncating it", function()
       local path = dir .. "/" .. string.rep("x", 120) .. ".sock"
       assert_fail("ENAMETOOLONG", "longer than", listen{ scheme = "unix", path = path })
     end)
 
     it("fails on a directory it may not write", function()
-      local path
-      if helper.sh("id -u") == "0\n" then
-        path = "/proc/self/peer.sock"   -- root ignores modes; procfs refuses
-      else
-        os.execute("mkdir -p " .. dir .. "/ro && chmod 0500 " .. dir .. "/ro")
-        path = dir .. "/ro/peer.sock"
+      os.execute("mkdir -p " .. dir .. "/ro && chmod 0500 " .. dir .. "/ro")
+      local path = dir .. "/ro/peer.sock"
+      if helper.sh("id -u") ~= "0\n" then
+        assert_fail("EACCES", "^listen unix .*/ro/peer%.sock: bind: permission denied$",
+          listen{ scheme = "unix", path = path })
+        return
       end
-      assert_fail("EACCES", "permission denied", listen{ scheme = "unix", path = path })
+      -- root ignores modes: bind in a child running as nobody
+      if not helper.have("setpriv") then pending("root, and no setpriv to drop privileges") return end
+      os.execute("chmod 0755 " .. dir)
+      local script = "package.cpath = './?.so;' .. package.cpath; " ..
+        "print(require('peerlisten.core').listen{ scheme = 'unix', path = os.getenv('PL_PATH') })"
+      local out = helper.sh(("env -u LD_PRELOAD PL_PATH='%s' setpriv --reuid=65534 --regid=65534 " ..
+        "--clear-groups lua5.4 -e \"%s\" 2>&1"):format(path, script))
+      os.execute("chmod 0700 " .. dir)
+      assert.are.equal("nil\tlisten unix " .. path .. ": bind: permission denied\tEACCES\n", out)
     end)
 
     it("fails on unixs without a policy and removes the socket file", function()
@@ -329,6 +392,14 @@ describe("peerlisten.Listener", function()
   end)
 
   describe(":close()", function()
+    it("raises on a negative or NaN timeout", function()
+      local l = assert(listen{})
+      assert.has_error(function() l:close(-1) end)
+      assert.has_error(function() l:close(0 / 0) end)
+      assert.are.equal("peerlisten.Listener (http://127.0.0.1:" .. select(2, l:addr()) .. ")", tostring(l))
+      assert.is_true(l:close())
+    end)
+
     it("is idempotent", function()
       local l = assert(listen{})
       assert.is_true(l:close())
