@@ -12,9 +12,15 @@ VALGRIND ?= valgrind
 LDOC ?= ldoc
 
 PKGS := lua5.4 libuv openssl
+# Everything the suite and .ci/run use on a fresh Debian 12: build (gcc,
+# libc6-dev, binutils for `nm -D`), specs (lua-socket, lua-filesystem; openssl,
+# curl, go, etcd as real peers; util-linux for setsid/setpriv/taskset), the
+# bench smoke spec (nginx-light, lua-http with lua-luaossl, lua-sec), the
+# rockspec spec (luarocks), make lint (cppcheck), make memcheck (valgrind).
 DEB_PACKAGES := lua5.4 liblua5.4-dev libssl-dev libuv1-dev lua-busted lua-check \
-  lua-yaml lua-cjson pkg-config gcc make openssl curl golang-go etcd-server \
-  lua-sec lua-http luarocks valgrind cppcheck
+  lua-yaml lua-cjson lua-socket lua-filesystem pkg-config gcc libc6-dev binutils make \
+  openssl curl golang-go etcd-server nginx-light util-linux coreutils \
+  lua-sec lua-http lua-luaossl luarocks valgrind cppcheck
 
 CWARNS := -Wall -Wextra -pedantic -Wcast-align -Wdisabled-optimization \
   -Wpointer-arith -Wshadow -Wsign-compare -Wundef -Wwrite-strings \
