@@ -247,15 +247,20 @@ void pl_waiter_init (pl_waiter *w) {
   w->timer = NULL;
 }
 
-int pl_wait (lua_State *L, pl_waiter *w, double timeout,
-             lua_KFunction k, lua_KContext ctx) {
+void pl_wait_check (lua_State *L, pl_waiter *w) {
   pl_loop *lp = loop_get(L);
-  int ours = is_ours(L);
-  if (!ours && lp->running)
+  if (!is_ours(L) && lp->running)
     luaL_error(L, "blocking peerlisten call inside a loop callback or a foreign "
                   "coroutine (use peerlisten.spawn)");
   if (w->state == PL_WAITING)
     luaL_error(L, "another coroutine is already waiting on this object");
+}
+
+int pl_wait (lua_State *L, pl_waiter *w, double timeout,
+             lua_KFunction k, lua_KContext ctx) {
+  pl_loop *lp = loop_get(L);
+  int ours = is_ours(L);
+  pl_wait_check(L, w);
   w->state = PL_WAITING;
   if (timeout > 0) {
     if (w->timer == NULL) {

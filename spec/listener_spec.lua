@@ -322,6 +322,21 @@ describe("peerlisten.Listener", function()
       c:close(); got:close(); l:close()
     end)
 
+    it("raises in a foreign coroutine during run() and leaves the loop able to end", function()
+      local l = assert(listen{})
+      local ok, err
+      core.spawn(function()
+        core.sleep(0.01)
+        ok, err = coroutine.wrap(function() return pcall(l.accept, l, 1) end)()
+      end)
+      helper.wait_until(function() return ok ~= nil end, 5)
+      assert.is_false(ok)
+      assert.matches("blocking peerlisten call", err)
+      -- the listener must not keep the loop alive (run() would never return)
+      assert.is_false(core.step(0))
+      l:close()
+    end)
+
     it("ends a pending accept with ECLOSED when the listener closes", function()
       local l = assert(listen{})
       local res
