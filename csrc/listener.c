@@ -242,7 +242,9 @@ static int listener__close (lua_State *L) {
 static int close_k (lua_State *L, int status, lua_KContext ctx) {
   listener *l = listener_check(L, 1);
   (void)status; (void)ctx;
-  l->cw.state = PL_IDLE;
+  /* a forced close() while another caller drains must not clear that
+  ** caller's wait: release wakes it (it would hang forever) */
+  if (l->cw.state != PL_WAITING) l->cw.state = PL_IDLE;
   listener_release(L, l, 0);
   lua_pushboolean(L, 1);
   return 1;

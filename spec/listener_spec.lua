@@ -455,6 +455,45 @@ describe("peerlisten.Listener", function()
       again:close()
     end)
 
+    it("closes unaccepted connections when collected; a held connection outlives it", function()
+      local c1, c2, conn
+      do
+        local l = assert(listen{})
+        local _, port = l:addr()
+        c1 = helper.client("127.0.0.1", port)
+        conn = assert(l:accept(2))
+        c2 = helper.client("127.0.0.1", port)
+        core.step(0.01)   -- c2 waits in libuv, not accepted by Lua
+      end
+      collectgarbage(); collectgarbage()
+      core.step(0)
+      -- the queued one was closed with the listener
+      assert.are.same({ nil, "closed" }, { helper.recv(c2, 1, 5) })
+      -- the one Lua holds still works, then closes normally
+      c1:send("ping")
+      assert.are.equal("ping", conn:read(4, 2))
+      assert.is_true(conn:write("pong"))
+      assert.are.equal("pong", helper.recv(c1, 4))
+      assert.is_true(conn:close())
+      assert.are.equal("peerlisten.Conn (closed)", tostring(conn))
+      c1:close(); c2:close()
+    end)
+
+    it("resumes a coroutine waiting in close(timeout) when another close() forces it", function()
+      local l = assert(listen{})
+      local _, port = l:addr()
+      local c = helper.client("127.0.0.1", port)
+      local conn = assert(l:accept(2))
+      local res
+      core.spawn(function() res = { l:close(30) } end)
+      assert.is_nil(res)
+      assert.is_true(l:close())
+      assert.is_true(helper.wait_until(function() return res ~= nil end, 5))
+      assert.are.same({ true }, res)
+      assert.are.same({ nil, "use of closed network connection", "ECLOSED" }, { conn:read(1, 1) })
+      c:close()
+    end)
+
     it("lets open connections finish up to the timeout, then closes them", function()
       local l = assert(listen{})
       local _, port = l:addr()
