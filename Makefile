@@ -102,7 +102,8 @@ lint:
 	$(CPPCHECK) --quiet --error-exitcode=1 --enable=warning,portability \
 	  --inline-suppr --std=c99 -Icsrc --suppress=missingIncludeSystem csrc
 
-sanitize: deps $(ASAN_DIR)/$(MODULE) $(ASAN_LUA)
+# (the in-tree build too: child processes of the suite load ./peerlisten/core.so)
+sanitize: deps all $(ASAN_DIR)/$(MODULE) $(ASAN_LUA)
 	@ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=23" \
 	  LSAN_OPTIONS="suppressions=$(CURDIR)/.ci/lsan.supp:print_suppressions=0" \
 	  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
