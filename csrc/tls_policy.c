@@ -655,12 +655,22 @@ static int ip_str (const unsigned char *p, int n, char *buf, size_t len) {
   return 0;
 }
 
+/* Every IP and DNS SAN of a certificate (no cap: Go checks them all).
+** malformed: a dNSName with an embedded NUL, which Go refuses to parse. */
 typedef struct sans {
-  int nip, ndns;
-  unsigned char ip[16][16];
-  int iplen[16];
+  int nip, ndns, malformed;
+  unsigned char (*ip)[16];
+  int *iplen;
   strlist dns;
 } sans;
+
+static void sans_free (sans *s) {
+  free(s->ip);
+  free(s->iplen);
+  s->ip = NULL;
+  s->iplen = NULL;
+  strlist_free(&s->dns);
+}
 
 static void sans_get (X509 *x, sans *s) {
   GENERAL_NAMES *g = (GENERAL_NAMES *)X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
@@ -669,18 +679,22 @@ static void sans_get (X509 *x, sans *s) {
   if (g == NULL) { ERR_clear_error(); return; }
   n = sk_GENERAL_NAME_num(g);
   s->dns.v = (char **)calloc((size_t)n + 1, sizeof(char *));
+  s->ip = (unsigned char (*)[16])calloc((size_t)n + 1, sizeof(*s->ip));
+  s->iplen = (int *)calloc((size_t)n + 1, sizeof(int));
   for (i = 0; i < n; i++) {
     GENERAL_NAME *gn = sk_GENERAL_NAME_value(g, i);
     if (gn->type == GEN_DNS && s->dns.v != NULL) {
       const unsigned char *d = ASN1_STRING_get0_data(gn->d.dNSName);
       int l = ASN1_STRING_length(gn->d.dNSName);
-      char *c = (char *)malloc((size_t)l + 1);
+      char *c;
+      if (memchr(d, '\0', (size_t)l) != NULL) { s->malformed = 1; continue; }
+      c = (char *)malloc((size_t)l + 1);
       if (c == NULL) continue;
       memcpy(c, d, (size_t)l);
       c[l] = '\0';
       s->dns.v[s->dns.n++] = c;
     }
-    else if (gn->type == GEN_IPADD && s->nip < 16) {
+    else if (gn->type == GEN_IPADD && s->ip != NULL && s->iplen != NULL) {
       int l = ASN1_STRING_length(gn->d.iPAddress);
       if (l == 4 || l == 16) {
         memcpy(s->ip[s->nip], ASN1_STRING_get0_data(gn->d.iPAddress), (size_t)l);
@@ -939,6 +953,11 @@ static const char *san_check (SSL *ssl, const char *remote_ip, char *msg, size_t
   const char *reason = NULL;
   if (leaf == NULL) return NULL;
   sans_get(leaf, &s);
+  if (s.malformed) {
+    snprintf(msg, msglen, "x509: SAN dNSName is malformed");
+    reason = "san_mismatch";
+    goto out;
+  }
   if (s.nip == 0 && s.ndns == 0) goto out;
   if (s.nip > 0) {
     if (san_ip_match(&s, remote_ip)) goto out;
@@ -965,7 +984,7 @@ static const char *san_check (SSL *ssl, const char *remote_ip, char *msg, size_t
     reason = "san_mismatch";
   }
 out:
-  strlist_free(&s.dns);
+  sans_free(&s);
   return reason;
 }
 
@@ -976,7 +995,7 @@ int pl_tls_post_check_may_block (pl_tls *t, SSL *ssl, const char *remote_ip) {
   if (t->skip_san || remote_ip == NULL || leaf == NULL) return 0;
   sans_get(leaf, &s);
   block = s.ndns > 0 && !(s.nip > 0 && san_ip_match(&s, remote_ip));
-  strlist_free(&s.dns);
+  sans_free(&s);
   return block;
 }
 
@@ -1566,7 +1585,7 @@ static void push_cert_info (lua_State *L, X509 *x) {
   lua_setfield(L, -4, "sans");
   lua_setfield(L, -3, "dns_names");
   lua_setfield(L, -2, "ip_addresses");
-  strlist_free(&s.dns);
+  sans_free(&s);
 }
 
 void pl_tls_push_info (lua_State *L, SSL *ssl) {
@@ -1613,7 +1632,7 @@ void pl_tls_push_peer_names (lua_State *L, SSL *ssl) {
   }
   sans_get(peer, &s);
   push_sans(L, &s);
-  strlist_free(&s.dns);
+  sans_free(&s);
 }
 
 void pl_tls_push_pending_logs (lua_State *L, pl_tls *t) {

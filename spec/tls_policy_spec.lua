@@ -526,6 +526,16 @@ describe("peerlisten.TlsPolicy", function()
         rejected(mtls, { cert = P:cert("client-good"), key = P:key("client-good"), remote_ip = "127.0.0.2" },
           "san_mismatch", "x509: certificate is valid for 127.0.0.1, not 127.0.0.2")
       end)
+      it("checks every IP SAN, not only the first few", function()
+        local cert = require "peerlisten.cert"
+        local hosts = {}
+        for i = 1, 24 do hosts[i] = "10.1.0." .. i end
+        hosts[#hosts + 1] = "127.0.0.1"            -- the remote address, 25th
+        local c, k = assert(cert.issue { ca_cert = P:cert("ca"), ca_key = P:key("ca"), dir = P.dir,
+          name = "client-manyips", hosts = hosts })
+        accepted(mtls, { cert = c, key = k })
+        rejected(mtls, { cert = c, key = k, remote_ip = "127.0.0.2" }, "san_mismatch")
+      end)
       it("is skipped with skip_client_san_verify and for unix peers", function()
         local p = policy { trusted_ca_file = P:cert("ca"), skip_client_san_verify = true }
         accepted(p, pair("client-badsan"))
