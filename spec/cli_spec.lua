@@ -20,12 +20,7 @@ local function run(args, env)
   return rc, out:text(), err:text()
 end
 
-local function free_port()
-  local l = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
-  local _, port = l:addr()
-  l:close()
-  return port
-end
+local free_port = helper.free_port
 
 local function read(path)
   local fh = io.open(path)

@@ -3,13 +3,7 @@ local helper = require "helper"
 
 local log = peerlisten.log
 
--- A port that was free a moment ago (bound on port 0, then released).
-local function free_port()
-  local l = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
-  local _, port = l:addr()
-  l:close()
-  return port
-end
+local free_port = helper.free_port
 
 local function can_bind(port)
   local l = peerlisten.listen { url = "http://127.0.0.1:" .. port }

@@ -151,6 +151,14 @@ function M.selfsigned(dir, name)
   return cert, key
 end
 
+-- A TCP port on 127.0.0.1 that was free a moment ago (bound on port 0, then released).
+function M.free_port()
+  local l = assert(require("peerlisten.core").listen { scheme = "http", host = "127.0.0.1", port = 0 })
+  local _, port = l:addr()
+  l:close()
+  return port
+end
+
 function M.have(tool)
   return M.sh("command -v " .. tool .. " 2>/dev/null") ~= ""
 end
