@@ -49,6 +49,7 @@ struct pl_conn {
   unsigned char reading;
   unsigned char eof;
   unsigned char is_unix;
+  unsigned char peer_raw;  /* peer holds the raw sockaddr, formatted on demand */
   char peer[46];           /* remote IP ("@" for unix peers); INET6_ADDRSTRLEN */
 };
 
@@ -68,6 +69,8 @@ typedef struct checkwork {
   char msg[512];
   char ip[48];
 } checkwork;
+
+static const char *peer_name (pl_conn *c);
 
 static void free_handle (uv_handle_t *h) {
   free(h);
@@ -524,7 +527,7 @@ static void hs_reject (pl_conn *c, const char *reason, const char *msg, int hand
     group_incr_rejected(L, g, reason);
     lua_createtable(L, 0, 7);
     if (c->is_unix) lua_pushstring(L, "@");
-    else if (strchr(c->peer, ':')) lua_pushfstring(L, "[%s]:%d", c->peer, c->peer_port);
+    else if (strchr(peer_name(c), ':')) lua_pushfstring(L, "[%s]:%d", c->peer, c->peer_port);
     else lua_pushfstring(L, "%s:%d", c->peer, c->peer_port);
     lua_setfield(L, -2, "remote-addr");
     lua_pushstring(L, sni ? sni : "");
@@ -554,7 +557,7 @@ static void hs_timeout_cb (uv_timer_t *t) {
   if (c->is_unix)
     snprintf(msg, sizeof(msg), "read unix %s->@: i/o timeout", c->g ? c->g->local : "");
   else
-    snprintf(msg, sizeof(msg), strchr(c->peer, ':') ? "read tcp %s->[%s]:%d: i/o timeout"
+    snprintf(msg, sizeof(msg), strchr(peer_name(c), ':') ? "read tcp %s->[%s]:%d: i/o timeout"
                                                     : "read tcp %s->%s:%d: i/o timeout",
              c->g ? c->g->local : "", c->peer, c->peer_port);
   hs_reject(c, "timeout", msg, 1);
@@ -608,7 +611,7 @@ static void check_after (uv_work_t *req, int status) {
 
 /* The handshake completed: run the post-handshake checks. */
 static void hs_done (pl_conn *c) {
-  const char *ip = c->is_unix ? NULL : c->peer;
+  const char *ip = c->is_unix ? NULL : peer_name(c);
   tls_pump(c);   /* early application data stays buffered */
   c->phase = PH_CHECKING;
   if (pl_tls_post_check_may_block(c->tls, c->ssl, ip)) {
@@ -665,6 +668,23 @@ static void hs_input (pl_conn *c) {
 
 /* ---- starting a connection ---- */
 
+/* The remote IP as text: formatted from the raw address on first use (most
+** plain connections never ask). */
+static const char *peer_name (pl_conn *c) {
+  if (c->peer_raw) {
+    struct sockaddr_in6 sa;   /* large enough for either family */
+    c->peer_raw = 0;
+    memcpy(&sa, c->peer, sizeof(sa));
+    if (sa.sin6_family == AF_INET6) {
+      uv_ip6_name(&sa, c->peer, sizeof(c->peer));
+      if (strncmp(c->peer, "::ffff:", 7) == 0 && strchr(c->peer + 7, '.'))
+        memmove(c->peer, c->peer + 7, strlen(c->peer + 7) + 1);
+    }
+    else uv_ip4_name((struct sockaddr_in *)&sa, c->peer, sizeof(c->peer));
+  }
+  return c->peer;
+}
+
 void pl_conn_start (pl_group *g, uv_stream_t *h) {
   pl_conn *c = (pl_conn *)calloc(1, sizeof(pl_conn));
   if (c == NULL) {
@@ -681,24 +701,23 @@ void pl_conn_start (pl_group *g, uv_stream_t *h) {
   c->phase = PH_OPEN;
   pl_waiter_init(&c->rw);
   pl_waiter_init(&c->ww);
-  if (c->is_unix) snprintf(c->peer, sizeof(c->peer), "@");
+  if (c->is_unix) { c->peer[0] = '@'; c->peer[1] = '\0'; }
   else {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
     if (uv_tcp_getpeername((uv_tcp_t *)h, (struct sockaddr *)&ss, &len) == 0) {
       if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        uv_ip6_name(a, c->peer, sizeof(c->peer));
-        c->peer_port = ntohs(a->sin6_port);
-        if (strncmp(c->peer, "::ffff:", 7) == 0 && strchr(c->peer + 7, '.'))
-          memmove(c->peer, c->peer + 7, strlen(c->peer + 7) + 1);
+        c->peer_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        memcpy(c->peer, &ss, sizeof(struct sockaddr_in6));
+        c->peer_raw = 1;
       }
-      else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        uv_ip4_name(a, c->peer, sizeof(c->peer));
-        c->peer_port = ntohs(a->sin_port);
+      else if (ss.ss_family == AF_INET) {
+        c->peer_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        memcpy(c->peer, &ss, sizeof(struct sockaddr_in));
+        c->peer_raw = 1;
       }
     }
+    if (g->tls != NULL) peer_name(c);   /* the handshake checks and logs use it */
   }
   /* link into the group */
   c->g = g;
@@ -978,7 +997,7 @@ static int conn_write (lua_State *L) {
 */
 static int conn_peer (lua_State *L) {
   pl_conn *c = conn_checkopen(L, 1);
-  lua_pushstring(L, c->peer);
+  lua_pushstring(L, peer_name(c));
   if (c->is_unix) return 1;
   lua_pushinteger(L, c->peer_port);
   return 2;
@@ -1004,7 +1023,7 @@ static int conn__tostring (lua_State *L) {
   else if (c->is_unix)
     lua_pushfstring(L, "peerlisten.Conn (%s @)", c->ssl ? "unixs" : "unix");
   else
-    lua_pushfstring(L, strchr(c->peer, ':') ? "peerlisten.Conn (%s [%s]:%d)"
+    lua_pushfstring(L, strchr(peer_name(c), ':') ? "peerlisten.Conn (%s [%s]:%d)"
                                             : "peerlisten.Conn (%s %s:%d)",
                     c->ssl ? "tls" : "tcp", c->peer, c->peer_port);
   return 1;

@@ -234,6 +234,15 @@ void pl_spawn (lua_State *L, int nargs) {
   pl_resume(lp, co, ref, nargs);
 }
 
+int pl_park (lua_State *L, lua_KFunction k) {
+  loop_get(L)->waityield = 1;   /* the parker holds a ref: pl_resume drops its own */
+  return lua_yieldk(L, 0, 0, k);
+}
+
+void pl_resume_parked (uv_loop_t *loop, lua_State *co, int ref, int nargs) {
+  pl_resume((pl_loop *)loop->data, co, ref, nargs);
+}
+
 static void waiter_timer_cb (uv_timer_t *t) {
   pl_waiter *w = (pl_waiter *)t->data;
   if (w == NULL) return;
@@ -247,20 +256,23 @@ void pl_waiter_init (pl_waiter *w) {
   w->timer = NULL;
 }
 
-void pl_wait_check (lua_State *L, pl_waiter *w) {
-  pl_loop *lp = loop_get(L);
-  if (!is_ours(L) && lp->running)
+static void wait_check (lua_State *L, pl_loop *lp, int ours, pl_waiter *w) {
+  if (!ours && lp->running)
     luaL_error(L, "blocking peerlisten call inside a loop callback or a foreign "
                   "coroutine (use peerlisten.spawn)");
   if (w->state == PL_WAITING)
     luaL_error(L, "another coroutine is already waiting on this object");
 }
 
+void pl_wait_check (lua_State *L, pl_waiter *w) {
+  wait_check(L, loop_get(L), is_ours(L), w);
+}
+
 int pl_wait (lua_State *L, pl_waiter *w, double timeout,
              lua_KFunction k, lua_KContext ctx) {
   pl_loop *lp = loop_get(L);
   int ours = is_ours(L);
-  pl_wait_check(L, w);
+  wait_check(L, lp, ours, w);
   w->state = PL_WAITING;
   if (timeout > 0) {
     if (w->timer == NULL) {

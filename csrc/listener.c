@@ -25,6 +25,10 @@ static const char *const scheme_names[] = {"http", "https", "unix", "unixs", NUL
 /* user values of the listener userdata */
 enum { UV_URL = 1, UV_TLS, UV_HANDLER, UV_COUNT = UV_HANDLER };
 
+/* serve: finished handler coroutines kept for the next connections (saves a
+** lua_newthread, its registration and its collection per connection) */
+#define PARK_MAX 16
+
 typedef struct listener {
   uv_stream_t *h;          /* uv_tcp_t or uv_pipe_t (malloc'ed); NULL: not listening */
   uv_loop_t *loop;
@@ -34,6 +38,9 @@ typedef struct listener {
   int deferred;            /* libuv holds a connection we have not accepted */
   int accept_err;          /* a libuv error seen by the connection callback */
   int anchor_ref;          /* registry ref on ourselves while callbacks need Lua */
+  int npark;               /* finished serve coroutines parked for reuse */
+  int park_ref[PARK_MAX];  /* their registry refs */
+  lua_State *park_co[PARK_MAX];
   pl_waiter aw;            /* accept */
   pl_waiter cw;            /* close(timeout) draining */
   pl_group g;
@@ -98,11 +105,29 @@ static void group_on_change (pl_group *g) {
   anchor_update(l);
 }
 
-/* Runs handler(conn) in the connection's coroutine; closes conn afterwards. */
+/* Drops the parked serve coroutines (they are collected). */
+static void park_drain (lua_State *L, listener *l) {
+  while (l->npark > 0) {
+    l->npark--;
+    luaL_unref(L, LUA_REGISTRYINDEX, l->park_ref[l->npark]);
+    l->park_co[l->npark] = NULL;
+  }
+}
+
+static int serve_run (lua_State *L);
+
+/* Resumed by group_on_ready with (l conn) after parking. */
+static int serve_parked_k (lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  return serve_run(L);
+}
+
+/* Runs handler(conn) in the connection's coroutine; closes conn afterwards,
+** then parks the coroutine for the next connection (up to PARK_MAX). */
 static int serve_trampoline_k (lua_State *L, int status, lua_KContext ctx) {
+  listener *l = (listener *)lua_touserdata(L, 1);
   (void)ctx;
   if (status != LUA_OK && status != LUA_YIELD) {   /* stack: l conn msgh err */
-    listener *l = (listener *)lua_touserdata(L, 1);
     lua_createtable(L, 0, 1);
     lua_insert(L, -2);
     lua_setfield(L, -2, "error");
@@ -114,10 +139,16 @@ static int serve_trampoline_k (lua_State *L, int status, lua_KContext ctx) {
     lua_pushvalue(L, 2);
     lua_call(L, 1, 0);
   }
-  return 0;
+  if (l->released || !l->serving || l->npark >= PARK_MAX) return 0;
+  lua_settop(L, 0);   /* parked: holds nothing but itself */
+  lua_pushthread(L);
+  l->park_ref[l->npark] = luaL_ref(L, LUA_REGISTRYINDEX);
+  l->park_co[l->npark] = L;
+  l->npark++;
+  return pl_park(L, serve_parked_k);
 }
 
-static int serve_trampoline (lua_State *L) {   /* l conn */
+static int serve_run (lua_State *L) {          /* l conn */
   lua_settop(L, 2);
   lua_pushcfunction(L, pl_traceback);          /* l conn msgh */
   lua_getiuservalue(L, 1, UV_HANDLER);         /* l conn msgh handler */
@@ -125,10 +156,24 @@ static int serve_trampoline (lua_State *L) {   /* l conn */
   return serve_trampoline_k(L, lua_pcallk(L, 1, 0, 3, 0, serve_trampoline_k), 0);
 }
 
+static int serve_trampoline (lua_State *L) {   /* l conn */
+  return serve_run(L);
+}
+
 static void group_on_ready (pl_group *g, pl_conn *c) {
   listener *l = (listener *)g->owner;
   if (l->serving && l->anchor_ref != LUA_NOREF) {
     lua_State *L = pl_mainthread(l->loop);
+    if (l->npark > 0) {   /* reuse a parked coroutine */
+      int i = --l->npark;
+      lua_State *co = l->park_co[i];
+      l->park_co[i] = NULL;
+      lua_checkstack(co, 4);
+      lua_rawgeti(co, LUA_REGISTRYINDEX, l->anchor_ref);
+      pl_conn_push(co, c);
+      pl_resume_parked(l->loop, co, l->park_ref[i], 2);
+      return;
+    }
     lua_checkstack(L, 4);
     lua_pushcfunction(L, serve_trampoline);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->anchor_ref);
@@ -205,6 +250,7 @@ static void listener_stop (listener *l) {
   remove_our_socket(l);
   l->serving = 0;
   l->deferred = 0;
+  if (l->loop != NULL) park_drain(pl_mainthread(l->loop), l);
   if (l->loop != NULL) pl_waiter_cancel(l->loop, &l->aw);
   pl_group_close_pending(&l->g);   /* handshakes and queued connections */
 }

@@ -126,6 +126,12 @@ PL_HIDDEN void pl_waiter_cancel (uv_loop_t *loop, pl_waiter *w);
 /* Starts a coroutine running the function below nargs values on L's top;
 ** pops them.  Errors are logged with a traceback. */
 PL_HIDDEN void pl_spawn (lua_State *L, int nargs);
+/* Parks the running coroutine (one started by pl_spawn, already anchored by
+** the caller's registry ref) until pl_resume_parked(co, that ref, nargs)
+** hands it nargs values pushed on co's stack; k continues it then.  Lets
+** listener:serve reuse finished handler coroutines. */
+PL_HIDDEN int pl_park (lua_State *L, lua_KFunction k);
+PL_HIDDEN void pl_resume_parked (uv_loop_t *loop, lua_State *co, int ref, int nargs);
 /* Logs msg with the fields table on top of L's stack (popped) through the
 ** function at registry ref logger_ref (LUA_NOREF: the log hook, then
 ** lua_warning).  Never raises. */

@@ -395,6 +395,36 @@ describe("peerlisten.Listener", function()
       c1:close(); c2:close(); l:close()
     end)
 
+    it("reuses a finished handler coroutine for the next connection, also after an error", function()
+      local l = assert(listen{ logger = function() end })
+      local _, port = l:addr()
+      local threads, n = {}, 0
+      l:serve(function(conn)
+        n = n + 1
+        threads[n] = coroutine.running()
+        if n == 2 then error("boom") end
+        local data = assert(conn:read(100, 5))
+        assert(conn:write(data .. n))
+      end)
+      for i = 1, 3 do
+        local c = helper.client("127.0.0.1", port)
+        if i ~= 2 then
+          assert(c:send("x"))
+          assert.are.equal("x" .. i, helper.recv(c, 2))
+        end
+        assert.is_true(helper.wait_until(function() return l:stats().active == 0 end))
+        c:close()
+      end
+      assert.are.equal(3, n)
+      assert.are.equal(threads[1], threads[2])
+      assert.are.equal(threads[2], threads[3])
+      local weak = setmetatable({ threads[1] }, { __mode = "v" })
+      threads = nil
+      l:close()
+      collectgarbage(); collectgarbage()
+      assert.is_nil(weak[1])   -- close dropped the parked coroutine
+    end)
+
     it("serves connections that queued before serve() was called", function()
       local l = assert(listen{})
       local _, port = l:addr()
