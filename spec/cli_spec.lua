@@ -259,6 +259,21 @@ describe("peerlisten.cli", function()
       serve.handler()(c)
       assert.matches("^HTTP/1.1 400", c.written[1])
     end)
+
+    it("reads header names in any case and ignores look-alike headers", function()
+      local c = fake { "GET /health HTTP/1.0\r\nCookie: a\r\nCONNECTION: Keep-Alive\r\nC\r\n\r\n"
+        .. "POST /health?x=1 HTTP/1.1\r\ncontent-LENGTH: 2\r\nContent-Type: x\r\n\r\nzz"
+        .. "HEAD /version?y HTTP/1.1\r\nconnection: close\r\n\r\nGET /health HTTP/1.1\r\n\r\n" }
+      serve.handler()(c)
+      assert.equal(1, #c.written)
+      local w = c.written[1]
+      local _, n = w:gsub("HTTP/1%.1 ", "")
+      assert.equal(3, n)
+      assert.matches("^HTTP/1.1 200 OK\r\n.-\r\n\r\n{\"health\":\"true\"}HTTP/1.1 405", w)
+      assert.matches("HTTP/1.1 200 OK\r\nContent%-Type: application/json\r\nContent%-Length: %d+\r\n"
+        .. "Connection: close\r\n\r\n$", w)
+      assert.is_true(c.closed)
+    end)
   end)
 
   describe("serve #interop", function()

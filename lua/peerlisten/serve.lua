@@ -5,12 +5,13 @@
 -- and HEAD → 405. Keep-alive as HTTP/1.1 (HTTP/1.0: close unless asked);
 -- pipelined requests are answered together with one write. A connection
 -- idle longer than the listener's read timeout is closed. Requests are parsed
--- with `string.find` on the buffered bytes; responses are prebuilt strings.
+-- with plain `string.find`s on the buffered bytes (patterns only for unusual
+-- request lines); responses are prebuilt strings.
 -- @module peerlisten.serve
 
 local M = {}
 
-local find, sub, lower = string.find, string.sub, string.lower
+local find, sub, lower, byte = string.find, string.sub, string.lower, string.byte
 
 local VERSION = "scm-1"
 local MAX_HEADER = 16 * 1024
@@ -45,27 +46,66 @@ local function build(version)
   return r
 end
 
+-- Request lines answered without a pattern match: line -> { method, path, proto }.
+local KNOWN = {}
+for _, m in ipairs { "GET", "HEAD" } do
+  for _, path in ipairs { "/health", "/version" } do
+    for _, v in ipairs { "0", "1" } do
+      KNOWN[("%s %s HTTP/1.%s"):format(m, path, v)] = { m, path, v }
+    end
+  end
+end
+
 -- Answers the request whose headers span buf[pos .. hend+3]; returns the
 -- response, whether to close, and the body length to skip (nil: bad request).
+-- Header lines are walked with plain finds; only lines starting with C/c
+-- (Connection, Content-Length) are looked at further.
 local function answer(R, buf, pos, hend)
-  local _, eol, method, path, proto = find(buf, "^(%u+) ([^ \r\n]+) HTTP/1%.([01])\r\n", pos)
-  if not eol or eol > hend + 1 then return R.bad, true end
+  local _, eol, method, path, proto
+  local le = find(buf, "\r\n", pos, true)
+  local known = KNOWN[sub(buf, pos, le - 1)]
+  if known then
+    method, path, proto = known[1], known[2], known[3]
+    eol = le + 1
+  else
+    _, eol, method, path, proto = find(buf, "^(%u+) ([^ \r\n]+) HTTP/1%.([01])\r\n", pos)
+    if not eol or eol > hend + 1 then return R.bad, true end
+  end
   local close = proto == "0"
-  local c = find(buf, "\r\n[Cc][Oo][Nn][Nn][Ee][Cc][Tt][Ii][Oo][Nn]:", eol - 2)
-  if c and c < hend then
-    local v = lower(sub(buf, c + 13, find(buf, "\r\n", c + 2, true) - 1))
-    if find(v, "close", 1, true) then close = true
-    elseif find(v, "keep-alive", 1, true) then close = false end
-  end
   local skip = 0
-  local cl = find(buf, "\r\n[Cc]ontent%-[Ll]ength:", eol - 2)
-  if cl and cl < hend then
-    local _, _, len = find(buf, "^[ \t]*(%d+)", cl + 17)
-    if not len then return R.bad, true end
-    skip = tonumber(len)
+  local seen_conn, seen_len = false, false
+  local p = eol + 1
+  while p <= hend do
+    local e = find(buf, "\r\n", p, true)
+    local b = byte(buf, p)
+    if b == 67 or b == 99 then   -- C c
+      local name = lower(sub(buf, p, p + 10))
+      if name == "connection:" then
+        if not seen_conn then
+          seen_conn = true
+          local v = sub(buf, p + 11, e - 1)
+          if v == " close" then close = true
+          elseif v == " keep-alive" then close = false
+          else
+            v = lower(v)
+            if find(v, "close", 1, true) then close = true
+            elseif find(v, "keep-alive", 1, true) then close = false end
+          end
+        end
+      elseif name == "content-len" and not seen_len
+        and lower(sub(buf, p + 11, p + 14)) == "gth:" then
+        seen_len = true
+        local _, _, len = find(buf, "^[ \t]*(%d+)", p + 15)
+        if not len then return R.bad, true end
+        skip = tonumber(len)
+      end
+    end
+    p = e + 2
   end
-  local q = find(path, "?", 1, true)
-  if q then path = sub(path, 1, q - 1) end
+  if not known then
+    local q = find(path, "?", 1, true)
+    if q then path = sub(path, 1, q - 1) end
+  end
   local set = close and R.close or R.keep
   if method == "GET" then
     if path == "/health" then return set.health, close, skip end
