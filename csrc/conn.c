@@ -777,8 +777,18 @@ An accepted connection, plain or TLS.
 @type peerlisten.Conn
 */
 
+static const char conn_mt_key = 'C';   /* registry: the Conn metatable */
+
+/* Every Conn method and metamethod has the metatable as upvalue 1: checking
+** against it saves luaL_checkudata's look-up by name (several per request). */
 static conn_ud *conn_check (lua_State *L, int idx) {
-  return (conn_ud *)luaL_checkudata(L, idx, PL_CONN_MT);
+  void *p = lua_touserdata(L, idx);
+  if (p != NULL && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return (conn_ud *)p;
+  }
+  return (conn_ud *)luaL_checkudata(L, idx, PL_CONN_MT);   /* raises */
 }
 
 /* A connection the user did not close (it may have been closed under them). */
@@ -792,7 +802,8 @@ static pl_conn *conn_checkopen (lua_State *L, int idx) {
 void pl_conn_push (lua_State *L, pl_conn *c) {
   conn_ud *u = (conn_ud *)lua_newuserdatauv(L, sizeof(conn_ud), 0);
   u->c = NULL;
-  luaL_setmetatable(L, PL_CONN_MT);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &conn_mt_key);
+  lua_setmetatable(L, -2);
   u->c = c;
   c->has_ud = 1;
 }
@@ -867,7 +878,7 @@ static int read_deliver (lua_State *L, pl_conn *c, size_t max) {
 }
 
 static int conn_read_k (lua_State *L, int status, lua_KContext ctx) {
-  pl_conn *c = conn_check(L, 1)->c;
+  pl_conn *c = ((conn_ud *)lua_touserdata(L, 1))->c;   /* checked by conn_read */
   int n;
   (void)status;
   if (c == NULL) return pl_fail(L, "ECLOSED", "use of closed network connection");
@@ -913,7 +924,7 @@ static int conn_read (lua_State *L) {
 }
 
 static int conn_write_k (lua_State *L, int status, lua_KContext ctx) {
-  pl_conn *c = conn_check(L, 1)->c;
+  pl_conn *c = ((conn_ud *)lua_touserdata(L, 1))->c;   /* checked by conn_write */
   int st;
   (void)status; (void)ctx;
   if (c == NULL) return pl_fail(L, "ECLOSED", "use of closed network connection");
@@ -1052,10 +1063,13 @@ static const luaL_Reg conn_meta[] = {
 };
 
 int pl_open_conn (lua_State *L) {
-  luaL_newmetatable(L, PL_CONN_MT);
-  luaL_setfuncs(L, conn_meta, 0);
-  luaL_newlib(L, conn_methods);
+  luaL_newmetatable(L, PL_CONN_MT);           /* mt */
+  lua_pushvalue(L, -1);
+  luaL_setfuncs(L, conn_meta, 1);
+  luaL_newlibtable(L, conn_methods);          /* mt methods */
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, conn_methods, 1);
   lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &conn_mt_key);
   return 0;
 }
