@@ -38,6 +38,8 @@ typedef struct listener {
   int deferred;            /* libuv holds a connection we have not accepted */
   int accept_err;          /* a libuv error seen by the connection callback */
   int anchor_ref;          /* registry ref on ourselves while callbacks need Lua */
+  int sockopts;            /* TCP: 1 accepted sockets inherit our options, 0 set
+                           ** them per connection, -1 not checked yet */
   int npark;               /* finished serve coroutines parked for reuse */
   int park_ref[PARK_MAX];  /* their registry refs */
   lua_State *park_co[PARK_MAX];
@@ -185,6 +187,38 @@ static void group_on_ready (pl_group *g, pl_conn *c) {
   pl_wake(l->loop, &l->aw, PL_DONE);   /* last: may run Lua */
 }
 
+/* TCP_NODELAY and keep-alive (30 s idle, probes every 1 s, 10 of them: what
+** uv_tcp_keepalive sets) for accepted sockets.  Linux copies them from the
+** listening socket into every accepted one; set there, they cost no system
+** calls per connection.  The first accepted socket is checked once. */
+#define KA_IDLE 30
+#define KA_INTVL 1
+#define KA_CNT 10
+
+static int tcp_sockopts_set (int fd) {
+  int one = 1, idle = KA_IDLE, intvl = KA_INTVL, cnt = KA_CNT;
+  return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 &&
+         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) == 0 &&
+         setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) == 0 &&
+         setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) == 0 &&
+         setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) == 0;
+}
+
+static int tcp_sockopts_inherited (uv_stream_t *c) {
+  uv_os_fd_t fd;
+  int v[4] = {0, 0, 0, 0};
+  socklen_t n = sizeof(int);
+  if (uv_fileno((uv_handle_t *)c, &fd) != 0) return 0;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v[0], &n) != 0 || !v[0]) return 0;
+  n = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v[1], &n) != 0 || !v[1]) return 0;
+  n = sizeof(int);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v[2], &n) != 0 || v[2] != KA_IDLE) return 0;
+  n = sizeof(int);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v[3], &n) != 0 || v[3] != KA_CNT) return 0;
+  return 1;
+}
+
 /* Accepts one connection from libuv and starts it. */
 static void do_accept (listener *l) {
   uv_stream_t *c;
@@ -205,9 +239,13 @@ static void do_accept (listener *l) {
     uv_close((uv_handle_t *)c, free_handle);
     return;
   }
-  if (l->scheme == SCHEME_HTTP || l->scheme == SCHEME_HTTPS) {
-    uv_tcp_nodelay((uv_tcp_t *)c, 1);
-    uv_tcp_keepalive((uv_tcp_t *)c, 1, 30);
+  if ((l->scheme == SCHEME_HTTP || l->scheme == SCHEME_HTTPS) && l->sockopts != 1) {
+    if (l->sockopts == -1 && tcp_sockopts_inherited(c)) l->sockopts = 1;
+    else {
+      l->sockopts = 0;
+      uv_tcp_nodelay((uv_tcp_t *)c, 1);
+      uv_tcp_keepalive((uv_tcp_t *)c, 1, KA_IDLE);
+    }
   }
   pl_conn_start(&l->g, c);
 }
@@ -630,6 +668,7 @@ static int listen_tcp (lua_State *L, listener *l, const char *host, lua_Integer 
     int zero = 0;
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
   }
+  l->sockopts = tcp_sockopts_set(fd) ? -1 : 0;
   if (bind(fd, (struct sockaddr *)&ss, sslen) != 0) {
     r = uv_translate_sys_error(errno);
     close(fd);

@@ -425,6 +425,31 @@ describe("peerlisten.Listener", function()
       assert.is_nil(weak[1])   -- close dropped the parked coroutine
     end)
 
+    it("arms TCP keep-alive (30 s) on every accepted connection, first and later ones", function()
+      local f = io.open("/proc/net/tcp")
+      if not f then return end   -- Linux only
+      f:close()
+      local l = assert(listen{})
+      local _, port = l:addr()
+      l:serve(function(conn) conn:read(10, 5) end)
+      for _ = 1, 2 do
+        local c = helper.client("127.0.0.1", port)
+        core.step(0.05)
+        local _, cport = c:getsockname()
+        local want = (":%04X 0100007F:%04X "):format(port, cport)
+        local timer
+        for line in io.lines("/proc/net/tcp") do
+          if line:find(want, 1, true) then timer = line:match(" %x+:%x+ %x+:%x+ %x+ %x+:%x+ (%x+:%x+)") end
+        end
+        assert.is_string(timer)
+        local kind, when = timer:match("(%x+):(%x+)")
+        assert.are.equal("02", kind)   -- the keep-alive timer
+        assert.is_true(tonumber(when, 16) > 2000 and tonumber(when, 16) <= 3000)   -- ~30 s (USER_HZ)
+        c:close()
+      end
+      l:close()
+    end)
+
     it("serves connections that queued before serve() was called", function()
       local l = assert(listen{})
       local _, port = l:addr()
