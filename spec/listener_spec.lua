@@ -419,7 +419,7 @@ describe("peerlisten.Listener", function()
       assert.are.equal(threads[1], threads[2])
       assert.are.equal(threads[2], threads[3])
       local weak = setmetatable({ threads[1] }, { __mode = "v" })
-      threads = nil
+      for k in pairs(threads) do threads[k] = nil end   -- keep no strong reference
       l:close()
       collectgarbage(); collectgarbage()
       assert.is_nil(weak[1])   -- close dropped the parked coroutine
