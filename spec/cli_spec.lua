@@ -132,16 +132,10 @@ describe("peerlisten.cli", function()
     end)
 
     it("passes an auto-TLS configuration and checks the generated certificate", function()
-      local core = peerlisten.core
-      local real, built = core.tls_policy, {}
-      core.tls_policy = function(...)
-        local pol, w, c = real(...)
-        built[#built + 1] = pol
-        return pol, w, c
-      end
-      local ok, rc, out = pcall(run, { "check", "--json", "--listen-peer-urls", "https://127.0.0.1:" .. free_port(),
-        "--peer-auto-tls", "--data-dir", dir })
-      core.tls_policy = real
+      local built, ok, rc, out = helper.with_policy_spy(function()
+        return pcall(run, { "check", "--json", "--listen-peer-urls", "https://127.0.0.1:" .. free_port(),
+          "--peer-auto-tls", "--data-dir", dir })
+      end)
       assert.is_true(ok, rc)
       assert.equal(0, rc, out)
       assert.equal(1, #built)

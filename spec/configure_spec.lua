@@ -240,17 +240,11 @@ describe("peerlisten.configure_peer_listeners", function()
         key_type = "ecdsa-p256" })
       local holder = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
       local _, p2 = holder:addr()
-      local core = peerlisten.core
-      local real, built = core.tls_policy, {}
-      core.tls_policy = function(...)
-        local pol, w, c = real(...)
-        built[#built + 1] = pol
-        return pol, w, c
-      end
-      local ok, peers, err, code = pcall(peerlisten.configure_peer_listeners, {
-        listen_peer_urls = { "https://127.0.0.1:0", "http://127.0.0.1:" .. p2 },
-        peer_transport_security = { cert_file = certp, key_file = keyp } }, { logger = log.capture() })
-      core.tls_policy = real
+      local built, ok, peers, err, code = helper.with_policy_spy(function()
+        return pcall(peerlisten.configure_peer_listeners, {
+          listen_peer_urls = { "https://127.0.0.1:0", "http://127.0.0.1:" .. p2 },
+          peer_transport_security = { cert_file = certp, key_file = keyp } }, { logger = log.capture() })
+      end)
       holder:close()
       assert.is_true(ok, peers)
       assert.is_nil(peers)

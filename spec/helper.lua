@@ -159,6 +159,23 @@ function M.free_port()
   return port
 end
 
+-- Runs fn() while recording every TLS policy core.tls_policy builds; returns
+-- the list of policies, then fn's results. The real constructor is restored
+-- even when fn raises (the error is re-raised).
+function M.with_policy_spy(fn)
+  local core = require "peerlisten.core"
+  local real, built = core.tls_policy, {}
+  core.tls_policy = function(...)
+    local pol, w, c = real(...)
+    built[#built + 1] = pol
+    return pol, w, c
+  end
+  local res = table.pack(pcall(fn))
+  core.tls_policy = real
+  if not res[1] then error(res[2], 0) end
+  return built, table.unpack(res, 2, res.n)
+end
+
 function M.have(tool)
   return M.sh("command -v " .. tool .. " 2>/dev/null") ~= ""
 end
