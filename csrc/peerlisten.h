@@ -26,6 +26,13 @@ PL_HIDDEN int pl_open_conn (lua_State *L);
 PL_HIDDEN int pl_open_tlspolicy (lua_State *L);
 PL_HIDDEN int pl_open_cert (lua_State *L);
 PL_HIDDEN int pl_open_signal (lua_State *L);   /* signal.c (Lua-layer helper) */
+#ifdef PL_TEST_HOOKS
+struct pl_tls;
+/* test_hooks.c, only in the test build (make defines PL_TEST_HOOKS) */
+PL_HIDDEN int pl_open_test_hooks (lua_State *L);
+PL_HIDDEN extern long pl_tls_clock_shift;    /* seconds added to verification's "now" */
+PL_HIDDEN int pl_tls_test_cache (lua_State *L, struct pl_tls *t, lua_Integer max);
+#endif
 
 /* ---- errors.c: fail triples (push nil, message, code; return 3) ---- */
 PL_HIDDEN int pl_fail (lua_State *L, const char *code, const char *fmt, ...);

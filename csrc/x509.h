@@ -1,0 +1,41 @@
+/*
+** x509.h: X.509 helpers shared by cert.c and the TLS files (private to csrc).
+*/
+#ifndef PL_X509_H
+#define PL_X509_H
+
+#include <stddef.h>
+#include <lua.h>
+#include <openssl/x509.h>
+
+#include "peerlisten.h"
+
+typedef struct strlist {
+  int n;
+  char **v;
+} strlist;
+
+/* Every IP and DNS SAN of a certificate (no cap: Go checks them all).
+** malformed: a dNSName with an embedded NUL, which Go refuses to parse. */
+typedef struct x509_sans {
+  int nip, ndns, malformed;
+  unsigned char (*ip)[16];
+  int *iplen;
+  strlist dns;
+} x509_sans;
+
+PL_HIDDEN void strlist_free (strlist *l);
+/* Go's wording of an OS error: "<op> <path>: <strerror, lower-case first>". */
+PL_HIDDEN void go_errno (char *buf, size_t len, const char *op, const char *path, int e);
+
+PL_HIDDEN void x509_name_str (X509_NAME *nm, char *buf, size_t len);
+PL_HIDDEN void x509_serial_hex (X509 *x, char *buf, size_t len);
+PL_HIDDEN void x509_time_str (const ASN1_TIME *t, char *buf, size_t len);
+PL_HIDDEN int x509_ip_str (const unsigned char *p, int n, char *buf, size_t len);
+PL_HIDDEN void x509_sans_get (X509 *x, x509_sans *s);
+PL_HIDDEN void x509_sans_free (x509_sans *s);
+/* Pushes two arrays: ip_addresses, then dns_names. */
+PL_HIDDEN void x509_push_sans (lua_State *L, x509_sans *s);
+PL_HIDDEN int x509_leaf_cn (X509 *x, char *buf, size_t len);
+
+#endif
