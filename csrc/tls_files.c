@@ -30,57 +30,6 @@ char *xstrdup (const char *s) {
   return d;
 }
 
-/* Reads a whole file; on failure writes Go's "open <path>: ..." error and
-** the errno into *eno (when eno is not NULL). */
-char *read_file (const char *path, size_t *len, char *err, size_t errlen, int *eno) {
-  FILE *f = fopen(path, "rb");
-  char *buf = NULL;
-  size_t cap = 0, n = 0;
-  if (f == NULL) {
-    int e = errno;
-    go_errno(err, errlen, "open", path, e);
-    if (eno) *eno = e;
-    return NULL;
-  }
-  for (;;) {
-    size_t r;
-    if (n == cap) {
-      char *nb;
-      cap = cap ? cap * 2 : 8192;
-      nb = (char *)realloc(buf, cap + 1);
-      if (nb == NULL) {
-        free(buf);
-        fclose(f);
-        if (eno) *eno = ENOMEM;
-        snprintf(err, errlen, "read %s: out of memory", path);
-        return NULL;
-      }
-      buf = nb;
-    }
-    r = fread(buf + n, 1, cap - n, f);
-    n += r;
-    if (r == 0) {
-      if (ferror(f)) {
-        int e = errno;
-        free(buf);
-        fclose(f);
-        if (eno) *eno = e;
-        go_errno(err, errlen, "read", path, e);
-        return NULL;
-      }
-      break;
-    }
-  }
-  fclose(f);
-  if (buf == NULL) buf = (char *)malloc(1);
-  if (buf == NULL) {
-    snprintf(err, errlen, "read %s: out of memory", path);
-    return NULL;
-  }
-  buf[n] = '\0';
-  *len = n;
-  return buf;
-}
 
 void sig_of (const char *path, filesig *s) {
   struct stat st;
@@ -197,62 +146,10 @@ void go_quote_list (char *buf, size_t len, const strlist *l) {
 /* ---------------------------------------------------------------------
 ** Certificate and key loading, worded like Go's tls.LoadX509KeyPair.
 */
-typedef struct pemblock {
-  char *name;
-  unsigned char *data;
-  long len;
-} pemblock;
 
-/* Splits PEM text into blocks (invalid blocks are skipped, as Go does).
-** Returns the number of blocks; *out is malloc'ed (free with pem_free). */
-static int pem_split (const char *buf, size_t len, pemblock **out) {
-  BIO *b = BIO_new_mem_buf(buf, (int)len);
-  pemblock *v = NULL;
-  int n = 0, cap = 0;
-  *out = NULL;
-  if (b == NULL) return 0;
-  for (;;) {
-    char *name = NULL, *header = NULL;
-    unsigned char *data = NULL;
-    long dlen = 0;
-    if (!PEM_read_bio(b, &name, &header, &data, &dlen)) {
-      unsigned long e = ERR_peek_last_error();
-      ERR_clear_error();
-      if (ERR_GET_REASON(e) == PEM_R_NO_START_LINE || BIO_pending(b) == 0) break;
-      continue;   /* a broken block: skip it and go on */
-    }
-    OPENSSL_free(header);
-    if (n == cap) {
-      pemblock *nv;
-      cap = cap ? cap * 2 : 4;
-      nv = (pemblock *)realloc(v, (size_t)cap * sizeof(*v));
-      if (nv == NULL) {
-        OPENSSL_free(name);
-        OPENSSL_free(data);
-        break;
-      }
-      v = nv;
-    }
-    v[n].name = name;
-    v[n].data = data;
-    v[n].len = dlen;
-    n++;
-  }
-  BIO_free(b);
-  *out = v;
-  return n;
-}
 
-static void pem_free (pemblock *v, int n) {
-  int i;
-  for (i = 0; i < n; i++) {
-    OPENSSL_free(v[i].name);
-    OPENSSL_free(v[i].data);
-  }
-  free(v);
-}
 
-static void skipped_types (char *buf, size_t len, pemblock *v, int n, const char *skip) {
+static void skipped_types (char *buf, size_t len, x509_pem *v, int n, const char *skip) {
   size_t used = 0;
   int i, first = 1;
   buf[0] = '\0';
@@ -283,7 +180,7 @@ void pair_free (certpair *p) {
 /* Loads and checks a certificate/key pair.  Returns 0 and fills *p, or -1
 ** with Go's wording in err; *code_errno gets the errno of a file error. */
 /* The certificates of a cert file's PEM blocks: the leaf, then the chain. */
-static int pair_certs (certpair *p, pemblock *cb, int nc, char *err, size_t errlen) {
+static int pair_certs (certpair *p, x509_pem *cb, int nc, char *err, size_t errlen) {
   int i, ncert = 0;
   for (i = 0; i < nc; i++) {
     const unsigned char *d = cb[i].data;
@@ -318,7 +215,7 @@ static int pair_certs (certpair *p, pemblock *cb, int nc, char *err, size_t errl
 }
 
 /* The first private key of a key file's PEM blocks. */
-static int pair_key (certpair *p, pemblock *kb, int nk, char *err, size_t errlen) {
+static int pair_key (certpair *p, x509_pem *kb, int nk, char *err, size_t errlen) {
   int i, ki = -1;
   const unsigned char *d;
   for (i = 0; i < nk; i++)
@@ -352,17 +249,17 @@ int pair_load (const char *certfile, const char *keyfile, certpair *p,
                char *err, size_t errlen, int *file_errno) {
   char *cbuf = NULL, *kbuf = NULL;
   size_t clen = 0, klen = 0;
-  pemblock *cb = NULL, *kb = NULL;
+  x509_pem *cb = NULL, *kb = NULL;
   int nc = 0, nk = 0, rc = -1;
   memset(p, 0, sizeof(*p));
   *file_errno = 0;
-  cbuf = read_file(certfile, &clen, err, errlen, file_errno);
+  cbuf = x509_read_file(certfile, &clen, err, errlen, file_errno);
   if (cbuf == NULL) goto done;
-  kbuf = read_file(keyfile, &klen, err, errlen, file_errno);
+  kbuf = x509_read_file(keyfile, &klen, err, errlen, file_errno);
   if (kbuf == NULL) goto done;
-  nc = pem_split(cbuf, clen, &cb);
+  nc = x509_pem_split(cbuf, clen, &cb);
   if (pair_certs(p, cb, nc, err, errlen) != 0) goto done;
-  nk = pem_split(kbuf, klen, &kb);
+  nk = x509_pem_split(kbuf, klen, &kb);
   if (pair_key(p, kb, nk, err, errlen) != 0) goto done;
   if (X509_check_private_key(p->cert, p->key) != 1) {
     ERR_clear_error();
@@ -372,8 +269,8 @@ int pair_load (const char *certfile, const char *keyfile, certpair *p,
   rc = 0;
 done:
   if (rc != 0) pair_free(p);
-  pem_free(cb, nc);
-  pem_free(kb, nk);
+  x509_pem_free(cb, nc);
+  x509_pem_free(kb, nk);
   if (cbuf) OPENSSL_cleanse(cbuf, clen);
   if (kbuf) OPENSSL_cleanse(kbuf, klen);
   free(cbuf);
@@ -385,14 +282,14 @@ done:
 ** a certificate; no blocks at all is an empty pool (not an error). */
 int ca_load (const char *path, STACK_OF(X509) **out, char *err, size_t errlen) {
   size_t len = 0;
-  char *buf = read_file(path, &len, err, errlen, NULL);
-  pemblock *v = NULL;
+  char *buf = x509_read_file(path, &len, err, errlen, NULL);
+  x509_pem *v = NULL;
   int n, i, rc = 0;
   STACK_OF(X509) *sk;
   *out = NULL;
   if (buf == NULL) return -1;
   sk = sk_X509_new_null();
-  n = pem_split(buf, len, &v);
+  n = x509_pem_split(buf, len, &v);
   for (i = 0; i < n && sk != NULL; i++) {
     const unsigned char *d = v[i].data;
     X509 *x = NULL;
@@ -407,7 +304,7 @@ int ca_load (const char *path, STACK_OF(X509) **out, char *err, size_t errlen) {
     if (!sk_X509_push(sk, x)) { X509_free(x); rc = -1; snprintf(err, errlen, "out of memory"); break; }
   }
   if (sk == NULL) { rc = -1; snprintf(err, errlen, "out of memory"); }
-  pem_free(v, n);
+  x509_pem_free(v, n);
   free(buf);
   if (rc != 0) sk_X509_pop_free(sk, X509_free);
   else *out = sk;

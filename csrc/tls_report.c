@@ -181,47 +181,6 @@ const char *version_name (int v) {
   }
 }
 
-static void push_cert_info (lua_State *L, X509 *x) {
-  char b[1024];
-  x509_sans s;
-  int i, k = 0;
-  lua_createtable(L, 0, 8);
-  x509_name_str(X509_get_subject_name(x), b, sizeof(b));
-  lua_pushstring(L, b);
-  lua_setfield(L, -2, "subject");
-  x509_name_str(X509_get_issuer_name(x), b, sizeof(b));
-  lua_pushstring(L, b);
-  lua_setfield(L, -2, "issuer");
-  x509_serial_hex(x, b, sizeof(b));
-  lua_pushstring(L, b);
-  lua_setfield(L, -2, "serial");
-  x509_time_str(X509_get0_notBefore(x), b, sizeof(b));
-  lua_pushstring(L, b);
-  lua_setfield(L, -2, "not_before");
-  x509_time_str(X509_get0_notAfter(x), b, sizeof(b));
-  lua_pushstring(L, b);
-  lua_setfield(L, -2, "not_after");
-  if (x509_leaf_cn(x, b, sizeof(b))) {
-    lua_pushstring(L, b);
-    lua_setfield(L, -2, "cn");
-  }
-  x509_sans_get(x, &s);
-  x509_push_sans(L, &s);                  /* info ips dns */
-  lua_createtable(L, s.nip + s.ndns, 0);   /* info ips dns x509_sans */
-  for (i = 0; i < s.ndns; i++) {
-    lua_pushfstring(L, "DNS:%s", s.dns.v[i]);
-    lua_rawseti(L, -2, ++k);
-  }
-  for (i = 0; i < s.nip; i++) {
-    if (!x509_ip_str(s.ip[i], s.iplen[i], b, sizeof(b))) continue;
-    lua_pushfstring(L, "IP:%s", b);
-    lua_rawseti(L, -2, ++k);
-  }
-  lua_setfield(L, -4, "sans");
-  lua_setfield(L, -3, "dns_names");
-  lua_setfield(L, -2, "ip_addresses");
-  x509_sans_free(&s);
-}
 
 void pl_tls_push_info (lua_State *L, SSL *ssl) {
   const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
@@ -252,7 +211,7 @@ void pl_tls_push_info (lua_State *L, SSL *ssl) {
   lua_pushboolean(L, SSL_session_reused(ssl));
   lua_setfield(L, -2, "resumed");
   if (peer != NULL) {
-    push_cert_info(L, peer);
+    x509_push_info(L, peer);
     lua_setfield(L, -2, "peer_cert");
   }
 }
@@ -288,4 +247,3 @@ void pl_tls_push_pending_logs (lua_State *L, pl_tls *t) {
   }
   logent_free(list);
 }
-

@@ -65,7 +65,7 @@ static void crl_reload_locked (pl_tls *t, const filesig *sig) {
   X509_CRL_free(t->crl);
   t->crl = NULL;
   t->crl_err[0] = '\0';
-  buf = read_file(t->crl_file, &len, err, sizeof(err), NULL);
+  buf = x509_read_file(t->crl_file, &len, err, sizeof(err), NULL);
   if (buf == NULL) {
     snprintf(t->crl_err, sizeof(t->crl_err), "%s", err);
     return;

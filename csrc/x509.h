@@ -5,6 +5,7 @@
 #define PL_X509_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <lua.h>
 #include <openssl/x509.h>
 
@@ -37,5 +38,34 @@ PL_HIDDEN void x509_sans_free (x509_sans *s);
 /* Pushes two arrays: ip_addresses, then dns_names. */
 PL_HIDDEN void x509_push_sans (lua_State *L, x509_sans *s);
 PL_HIDDEN int x509_leaf_cn (X509 *x, char *buf, size_t len);
+
+
+/* Every file the TLS side and cert.lua read goes through x509_read_file,
+** which refuses files bigger than this (EFBIG). */
+#define X509_MAX_FILE (16 * 1024 * 1024)
+PL_HIDDEN char *x509_read_file (const char *path, size_t *len, char *err, size_t errlen, int *eno);
+
+/* PEM blocks of a text, broken blocks skipped as Go's pem.Decode does. */
+typedef struct x509_pem {
+  char *name;
+  unsigned char *data;
+  long len;
+} x509_pem;
+PL_HIDDEN int x509_pem_split (const char *buf, size_t len, x509_pem **out);
+PL_HIDDEN void x509_pem_free (x509_pem *v, int n);
+
+/* Key usage: our (Go's) name, the OpenSSL configuration name, the bit;
+** a NULL name ends the table. */
+typedef struct x509_usage {
+  const char *name, *conf;
+  uint32_t bit;
+} x509_usage;
+PL_HIDDEN extern const x509_usage x509_key_usages[];
+
+PL_HIDDEN void x509_push_bio (lua_State *L, BIO *b);
+PL_HIDDEN void x509_push_hex (lua_State *L, const unsigned char *p, size_t n);
+PL_HIDDEN void x509_push_keyinfo (lua_State *L, EVP_PKEY *pk);
+/* The certificate table shared by cert.inspect() and tls_info().peer_cert. */
+PL_HIDDEN void x509_push_info (lua_State *L, X509 *x);
 
 #endif

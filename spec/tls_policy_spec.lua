@@ -367,9 +367,21 @@ describe("peerlisten.TlsPolicy", function()
       assert.is_false(info.resumed)
       assert.are.equal("CN=peer1", info.peer_cert.subject)
       assert.are.equal(P:serial("client-good"), info.peer_cert.serial)
-      assert.are.same({ "IP:127.0.0.1" }, info.peer_cert.sans)
-      assert.are.same({ "127.0.0.1" }, info.peer_cert.ip_addresses)
-      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", info.peer_cert.not_after)
+      assert.are.same({ dns = {}, ip = { "127.0.0.1" }, email = {}, uri = {} }, info.peer_cert.sans)
+      assert.is_number(info.peer_cert.not_after)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", info.peer_cert.not_after_rfc3339)
+    end)
+    it("reports the peer certificate as cert.inspect() does, field by field", function()
+      local cert = require "peerlisten.cert"
+      local info = accepted(mtls, { cert = P:cert("client-good"), key = P:key("client-good") })
+      local want = assert(cert.inspect(P:cert("client-good")))
+      want.path = nil
+      -- days_left / expired depend on "now"; both were read within the same second or two
+      assert.is_true(math.abs(want.days_left - info.peer_cert.days_left) <= 1)
+      want.days_left, info.peer_cert.days_left = nil, nil
+      for k, v in pairs(want) do assert.are.same(v, info.peer_cert[k], k) end
+      for k in pairs(info.peer_cert) do assert.is_not_nil(want[k], k) end
+      assert.are.equal("peer1", info.peer_cert.subject_fields.CN)
     end)
     it("accepts TLS 1.2 and refuses TLS 1.1 / 1.0", function()
       local info = accepted(mtls, { cert = P:cert("client-good"), key = P:key("client-good"), max_version = "TLS1.2" })
