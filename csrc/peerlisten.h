@@ -81,6 +81,18 @@ PL_HIDDEN const char *pl_tls_post_check (pl_tls *t, SSL *ssl, const char *remote
                                          char *msg, size_t msglen);
 
 /* Pushes conn:tls_info()'s table for an established SSL. */
+/* Client side (dialing a peer): an SSL in connect state from the policy's
+** client SSL_CTX (built on the first call; loop thread).  host is the name
+** (SNI and host name check) or, with host_is_ip, the IP address the server
+** certificate must carry; the server is not verified with
+** insecure_skip_verify, or when a self-signed policy has no trusted CA.
+** NULL with err filled on failure. */
+PL_HIDDEN SSL *pl_tls_new_client_ssl (pl_tls *t, const char *host, int host_is_ip,
+                                      char *err, size_t errlen);
+/* Words a failed client handshake (errors drained from the queue) and
+** says who refused it: "ESERVERCERT" (we rejected the server's
+** certificate), "EPEERREJECTED" (the server sent an alert), or "ETLS". */
+PL_HIDDEN const char *pl_tls_client_failure (SSL *ssl, int ssl_error, char *msg, size_t msglen);
 PL_HIDDEN void pl_tls_push_info (lua_State *L, SSL *ssl);
 
 /* Pushes the ip-addresses and dns-names arrays of the peer certificate (two

@@ -230,6 +230,76 @@ static int tls_verify_cache (lua_State *L) {
   return pl_tls_test_cache(L, pl_tls_check(L, 1), luaL_optinteger(L, 2, -1));
 }
 
+/* Drives a client SSL and a server SSL over a BIO pair; NULL when the
+** client is through (a TLS 1.3 alert the server sends after the client's
+** Finished is read as a peer would see it: on its first read). */
+static const char *dial_pump (SSL *cli, SSL *srv, char *msg, size_t msglen) {
+  int i, cdone = 0, sdone = 0, sfail = 0, r;
+  char b[1];
+  for (i = 0; i < 50 && !(cdone && (sdone || sfail)); i++) {
+    if (!cdone) {
+      r = SSL_do_handshake(cli);
+      if (r == 1) cdone = 1;
+      else if (SSL_get_error(cli, r) != SSL_ERROR_WANT_READ)
+        return pl_tls_client_failure(cli, SSL_get_error(cli, r), msg, msglen);
+    }
+    if (!sdone && !sfail) {
+      r = SSL_do_handshake(srv);
+      if (r == 1) sdone = 1;
+      else if (SSL_get_error(srv, r) != SSL_ERROR_WANT_READ) sfail = 1;
+      ERR_clear_error();
+    }
+  }
+  if (!cdone) { snprintf(msg, msglen, "handshake did not finish"); return "incomplete"; }
+  r = SSL_read(cli, b, sizeof(b));
+  if (r <= 0 && SSL_get_error(cli, r) == SSL_ERROR_SSL)
+    return pl_tls_client_failure(cli, SSL_ERROR_SSL, msg, msglen);
+  ERR_clear_error();
+  return NULL;
+}
+
+/* core._tls_dial(server_policy, client_policy, host [, host_is_ip]) runs a
+** client handshake from pl_tls_new_client_ssl against pl_tls_new_ssl in
+** memory.  Returns true, tls_info (the client's view) | false, code, msg. */
+static int tls_dial_test (lua_State *L) {
+  pl_tls *srvp = pl_tls_check(L, 1), *clip = pl_tls_check(L, 2);
+  const char *host = luaL_optstring(L, 3, NULL), *code;
+  char msg[600];
+  SSL *srv, *cli;
+  BIO *sb = NULL, *cb = NULL;
+  ERR_clear_error();
+  cli = pl_tls_new_client_ssl(clip, host, lua_toboolean(L, 4), msg, sizeof(msg));
+  if (cli == NULL) {
+    lua_pushboolean(L, 0); lua_pushliteral(L, "new_client_ssl"); lua_pushstring(L, msg);
+    return 3;
+  }
+  srv = pl_tls_new_ssl(srvp, msg, sizeof(msg));
+  if (srv == NULL) {
+    SSL_free(cli);
+    lua_pushboolean(L, 0); lua_pushliteral(L, "new_ssl"); lua_pushstring(L, msg);
+    return 3;
+  }
+  BIO_new_bio_pair(&sb, 0, &cb, 0);
+  SSL_set_bio(srv, sb, sb);
+  SSL_set_accept_state(srv);
+  SSL_set_bio(cli, cb, cb);
+  code = dial_pump(cli, srv, msg, sizeof(msg));
+  if (code != NULL) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, code);
+    lua_pushstring(L, msg);
+  }
+  else {
+    lua_pushboolean(L, 1);
+    pl_tls_push_info(L, cli);
+    lua_pushnil(L);
+  }
+  SSL_free(cli);
+  SSL_free(srv);
+  ERR_clear_error();
+  return 3;
+}
+
 static const luaL_Reg hook_methods[] = {
   {"_pending_logs", tls_pending_logs},
   {"_new_ssl", tls_new_ssl_probe},
@@ -240,6 +310,7 @@ static const luaL_Reg hook_methods[] = {
 static const luaL_Reg hook_funcs[] = {
   {"_tls_handshake", tls_handshake_test},
   {"_tls_clock_shift", tls_clock_shift},
+  {"_tls_dial", tls_dial_test},
   {NULL, NULL}
 };
 

@@ -114,7 +114,6 @@ PL_HIDDEN void pending_add (pl_tls *t, logent *e);
 PL_HIDDEN void warning_add (pl_tls *t, logent *e);
 PL_HIDDEN void join_list (char *buf, size_t len, const strlist *l, const char *sep);
 PL_HIDDEN void go_quote_list (char *buf, size_t len, const strlist *l);
-PL_HIDDEN char *read_file (const char *path, size_t *len, char *err, size_t errlen, int *eno);
 PL_HIDDEN void pair_free (certpair *p);
 PL_HIDDEN int pair_load (const char *certfile, const char *keyfile, certpair *p,
                          char *err, size_t errlen, int *ferr);

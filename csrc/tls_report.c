@@ -247,3 +247,68 @@ void pl_tls_push_pending_logs (lua_State *L, pl_tls *t) {
   }
   logent_free(list);
 }
+
+/* Go's words for a server certificate that does not carry the name or IP
+** address we dialed: the names it has, or that it has none of that kind. */
+static void mismatch_text (SSL *ssl, char *buf, size_t len) {
+  STACK_OF(X509) *sk = SSL_get_peer_cert_chain(ssl);
+  X509 *leaf = sk != NULL && sk_X509_num(sk) > 0 ? sk_X509_value(sk, 0) : NULL;
+  X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+  char *ip = X509_VERIFY_PARAM_get1_ip_asc(vp), a[64];
+  const char *host = X509_VERIFY_PARAM_get0_host(vp, 0);
+  size_t used = 0;
+  int i, n = 0;
+  x509_sans s;
+  memset(&s, 0, sizeof(s));
+  if (leaf != NULL) x509_sans_get(leaf, &s);
+  if (ip != NULL && s.nip == 0)
+    snprintf(buf, len, "x509: cannot validate certificate for %s because it doesn't contain any IP SANs", ip);
+  else if (ip == NULL && s.ndns == 0)
+    snprintf(buf, len, "x509: certificate relies on legacy Common Name field, use SANs instead");
+  else {
+    used = (size_t)snprintf(buf, len, "x509: certificate is valid for ");
+    for (i = 0; ip != NULL && i < s.nip && used < len; i++)
+      if (x509_ip_str(s.ip[i], s.iplen[i], a, sizeof(a)))
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", n++ ? ", " : "", a);
+    for (i = 0; ip == NULL && i < s.ndns && used < len; i++)
+      used += (size_t)snprintf(buf + used, len - used, "%s%s", n++ ? ", " : "", s.dns.v[i]);
+    if (used < len) snprintf(buf + used, len - used, ", not %s", ip ? ip : (host ? host : ""));
+  }
+  x509_sans_free(&s);
+  OPENSSL_free(ip);
+}
+
+/* A failed client handshake: which side refused it.  ESERVERCERT: we did
+** not accept the server's certificate; EPEERREJECTED: the server sent an
+** alert (our certificate, version, cipher suites); ETLS: anything else. */
+const char *pl_tls_client_failure (SSL *ssl, int ssl_error, char *msg, size_t msglen) {
+  unsigned long e = 0, q;
+  int reason;
+  char v[400];
+  while ((q = ERR_get_error()) != 0)
+    if (e == 0 && ERR_GET_LIB(q) == ERR_LIB_SSL) e = q;
+  if (ssl_error != SSL_ERROR_SSL || e == 0) {
+    snprintf(msg, msglen, "EOF");
+    return "ETLS";
+  }
+  reason = ERR_GET_REASON(e);
+  if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+    long r = SSL_get_verify_result(ssl);
+    if (r == X509_V_ERR_HOSTNAME_MISMATCH || r == X509_V_ERR_IP_ADDRESS_MISMATCH)
+      mismatch_text(ssl, v, sizeof(v));
+    else
+      verify_text(ssl, r, v, sizeof(v));
+    snprintf(msg, msglen, "tls: failed to verify certificate: %s", v);
+    return "ESERVERCERT";
+  }
+  if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256 &&
+      alert_text(reason - SSL_AD_REASON_OFFSET) != NULL) {
+    snprintf(msg, msglen, "remote error: tls: %s", alert_text(reason - SSL_AD_REASON_OFFSET));
+    return "EPEERREJECTED";
+  }
+  {
+    const char *rs = ERR_reason_error_string(e);
+    snprintf(msg, msglen, "tls: %s", rs ? rs : "handshake failure");
+  }
+  return "ETLS";
+}

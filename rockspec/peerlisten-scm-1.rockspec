@@ -35,6 +35,7 @@ build = {
         "csrc/test_hooks.c",
         "csrc/tls_cache.c",
         "csrc/tls_ciphers.c",
+        "csrc/tls_client.c",
         "csrc/tls_files.c",
         "csrc/tls_policy.c",
         "csrc/tls_report.c",

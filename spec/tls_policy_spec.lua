@@ -355,6 +355,75 @@ describe("peerlisten.TlsPolicy", function()
     end)
   end)
 
+  describe("client side (pl_tls_new_client_ssl, in memory)", function()
+    local server
+    before_each(function() server = policy { trusted_ca_file = P:cert("ca") } end)
+    after_each(function() server:close() end)
+    local function client(o)
+      return assert(core.tls_policy(o))
+    end
+    local function dial(c, host, is_ip)
+      local ok, a, b = core._tls_dial(server, c, host, is_ip)
+      c:close()
+      return ok, a, b
+    end
+
+    it("verifies the server by IP address or by name (SNI) with the trusted CA", function()
+      local ok, info = dial(client { trusted_ca_file = P:cert("ca"), client_cert_file = P:cert("client-good"),
+        client_key_file = P:key("client-good") }, "127.0.0.1", true)
+      assert(ok == true, tostring(info))
+      assert.are.equal("CN=peer1", info.peer_cert.subject)
+      ok, info = dial(client { trusted_ca_file = P:cert("ca"), cert_file = P:cert("client-good"),
+        key_file = P:key("client-good") }, "localhost", false)
+      assert(ok == true, tostring(info))
+      assert.are.equal("localhost", info.server_name)
+    end)
+    it("refuses a server certificate without the name or IP, naming what it has (ESERVERCERT)", function()
+      local c = { trusted_ca_file = P:cert("ca"), cert_file = P:cert("client-good"), key_file = P:key("client-good") }
+      local ok, code, msg = dial(client(c), "example.com")
+      assert.is_false(ok)
+      assert.are.equal("ESERVERCERT", code)
+      assert.are.equal("tls: failed to verify certificate: x509: certificate is valid for localhost, not example.com", msg)
+      ok, code, msg = dial(client(c), "10.1.1.1", true)
+      assert.is_false(ok)
+      assert.are.equal("ESERVERCERT", code)
+      assert.are.equal("tls: failed to verify certificate: x509: certificate is valid for 127.0.0.1, not 10.1.1.1", msg)
+    end)
+    it("refuses a server from an unknown authority unless told to skip verification", function()
+      local ok, code, msg = dial(client { cert_file = P:cert("client-good"), key_file = P:key("client-good") }, "localhost")
+      assert.is_false(ok)
+      assert.are.equal("ESERVERCERT", code)
+      assert.are.equal("tls: failed to verify certificate: x509: certificate signed by unknown authority", msg)
+      assert.is_true((dial(client { cert_file = P:cert("client-good"), key_file = P:key("client-good"),
+        insecure_skip_verify = true }, "example.com")))
+      -- a self-signed (auto-TLS) policy without a trusted CA does not verify, as etcd's transport
+      server:close()
+      server = policy {}   -- no client certificates asked for: ours is self-signed
+      assert.is_true((dial(client { cert_file = P:cert("ca"), key_file = P:key("ca") }, "example.com")))
+      ok, code = dial(client { cert_file = P:cert("client-good"), key_file = P:key("client-good") }, "example.com")
+      assert.is_false(ok)
+      assert.are.equal("ESERVERCERT", code)
+    end)
+    it("says when the server refused us (EPEERREJECTED)", function()
+      local ok, code, msg = dial(client { trusted_ca_file = P:cert("ca") }, "localhost")
+      assert.is_false(ok)
+      assert.are.equal("EPEERREJECTED", code)
+      assert.are.equal("remote error: tls: certificate required", msg)
+      ok, code, msg = dial(client { trusted_ca_file = P:cert("ca"), cert_file = P:cert("client-otherca"),
+        key_file = P:key("client-otherca") }, "localhost")
+      assert.is_false(ok)
+      assert.are.equal("EPEERREJECTED", code)
+      assert.matches("^remote error: tls: ", msg)
+      server:close()
+      server = policy { trusted_ca_file = P:cert("ca"), max_version = "TLS1.2" }
+      ok, code, msg = dial(client { trusted_ca_file = P:cert("ca"), min_version = "TLS1.3",
+        cert_file = P:cert("client-good"), key_file = P:key("client-good") }, "localhost")
+      assert.is_false(ok)
+      assert.are.equal("EPEERREJECTED", code)
+      assert.are.equal("remote error: tls: protocol version not supported", msg)
+    end)
+  end)
+
   describe("handshakes (in memory)", function()
     local mtls
     before_each(function() mtls = policy { trusted_ca_file = P:cert("ca") } end)
