@@ -124,20 +124,13 @@ static int chain_der (X509_STORE_CTX *xs, unsigned char *buf, size_t buflen,
   return 1;
 }
 
-static int asn1_time_t (const ASN1_TIME *a, time_t *out) {
-  struct tm tm;
-  if (a == NULL || ASN1_TIME_to_tm(a, &tm) != 1) return 0;
-  *out = timegm(&tm);
-  return 1;
-}
-
 /* Tightens [*nb, *na) by the validity of every certificate in sk. */
 static int chain_bounds (STACK_OF(X509) *sk, time_t *nb, time_t *na) {
   int i;
   for (i = 0; sk != NULL && i < sk_X509_num(sk); i++) {
     X509 *x = sk_X509_value(sk, i);
     time_t b, a;
-    if (!asn1_time_t(X509_get0_notBefore(x), &b) || !asn1_time_t(X509_get0_notAfter(x), &a))
+    if (!x509_epoch(X509_get0_notBefore(x), &b) || !x509_epoch(X509_get0_notAfter(x), &a))
       return 0;
     if (b > *nb) *nb = b;
     if (a < *na) *na = a;

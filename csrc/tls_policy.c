@@ -569,6 +569,8 @@ static int tls_info (lua_State *L) {
   lua_setfield(L, -2, "handshake_timeout");
   lua_pushboolean(L, t->session_tickets);
   lua_setfield(L, -2, "session_tickets");
+  lua_pushboolean(L, t->insecure_skip_verify);
+  lua_setfield(L, -2, "insecure_skip_verify");
   lua_pushboolean(L, pl_tls_has_cert(t));
   lua_setfield(L, -2, "has_cert");
   lua_pushboolean(L, (t->allowed_cns.n > 0 || t->allowed_hostnames.n > 0) && t->verify_client);

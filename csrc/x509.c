@@ -292,13 +292,17 @@ const x509_usage x509_key_usages[] = {
 ** Inspection
 ** --------------------------------------------------------------------- */
 
-/* Seconds since the epoch of an ASN1_TIME (0 when it cannot be read). */
+/* Seconds since the epoch of an ASN1_TIME; 0 when it cannot be read. */
+int x509_epoch (const ASN1_TIME *a, time_t *out) {
+  struct tm tm;
+  if (a == NULL || ASN1_TIME_to_tm(a, &tm) != 1) return 0;
+  *out = timegm(&tm);
+  return 1;
+}
+
 static lua_Integer cert_epoch (const ASN1_TIME *t) {
-  ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
-  int days = 0, secs = 0;
-  int ok = epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t);
-  ASN1_TIME_free(epoch);
-  return ok ? (lua_Integer)days * 86400 + secs : 0;
+  time_t v = 0;
+  return x509_epoch(t, &v) ? (lua_Integer)v : 0;
 }
 
 /* Pushes the RFC 2253 string of name (UTF-8 kept as is). */

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <lua.h>
 #include <openssl/x509.h>
 
@@ -31,6 +32,8 @@ PL_HIDDEN void go_errno (char *buf, size_t len, const char *op, const char *path
 
 PL_HIDDEN void x509_name_str (X509_NAME *nm, char *buf, size_t len);
 PL_HIDDEN void x509_serial_hex (X509 *x, char *buf, size_t len);
+/* An ASN1_TIME as epoch seconds into *out; 0 when it cannot be read. */
+PL_HIDDEN int x509_epoch (const ASN1_TIME *a, time_t *out);
 PL_HIDDEN void x509_time_str (const ASN1_TIME *t, char *buf, size_t len);
 PL_HIDDEN int x509_ip_str (const unsigned char *p, int n, char *buf, size_t len);
 PL_HIDDEN void x509_sans_get (X509 *x, x509_sans *s);
