@@ -305,6 +305,8 @@ function M:run(case)
   end
   res.panic = res.stderr:find("\npanic: ") ~= nil or res.stderr:find("^panic: ") ~= nil
   res.args = args
+  res.pid = pid
+  res.dir = dir
   if dir:match("^/tmp/peerlisten%-spec%.oracle") then os.execute("rm -rf " .. q(dir)) end
   res.seconds = socket.gettime() - t0
   return res
