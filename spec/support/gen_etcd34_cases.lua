@@ -52,6 +52,10 @@ local cases = {
       { "--peer-cert-file", "{PKI}/server.crt", "--peer-key-file", "{PKI}/client-good.key" }) },
   { "tls", "http URL + missing CA (after listeners)", args = join(lpu(P1), TLS,
       { "--peer-trusted-ca-file", "{DIR}/nope-ca.crt" }) },
+  { "tls", "http URL + missing CA, no cert/key (after listeners)", args = join(lpu(P1),
+      { "--peer-trusted-ca-file", "{DIR}/nope-ca.crt" }) },
+  { "tls", "http URL + allowed CN and hostname, no cert/key", args = join(lpu(P1),
+      { "--peer-cert-allowed-cn", "peer1", "--peer-cert-allowed-hostname", "127.0.0.1" }) },
   { "tls", "http URL + good pair and CA", args = join(lpu(P1), TLS_CA) },
   { "tls", "http URL + cert without key", args = join(lpu(P1), { "--peer-cert-file", "{PKI}/server.crt" }) },
   { "tls", "CRL file missing", args = join(lpu(S1), TLS_CA, { "--peer-crl-file", "{DIR}/nope.crl" }), peer_url = S1 },
@@ -116,6 +120,9 @@ local cases = {
   { "yaml", "client-cert-auth yes (YAML 1.1 bool)", yaml = "listen-peer-urls: " .. S1 .. "\n" .. SEC ..
       "  client-cert-auth: yes\n", peer_url = S1 },
   { "yaml", "peer-transport-security number", yaml = "listen-peer-urls: " .. P1 .. "\npeer-transport-security: 5\n" },
+  { "yaml", "peer-transport-security null", yaml = "listen-peer-urls: " .. P1 .. "\npeer-transport-security: ~\n" },
+  { "yaml", "allowed-cn scalar (3.5.14 form)", yaml = "listen-peer-urls: " .. S1 .. "\n" .. SEC ..
+      "  allowed-cn: peer1\n", peer_url = S1 },
   { "yaml", "unknown top-level key", yaml = "listen-peer-urls: " .. P1 .. "\nno-such-key: 1\n" },
   { "yaml", "https with peer-transport-security", yaml = "listen-peer-urls: " .. S1 .. "\n" .. SEC, peer_url = S1 },
   -- logging -------------------------------------------------------------------
@@ -139,6 +146,8 @@ local cases = {
   { "flags", "--experimental-peer-skip-client-san-verification",
     args = join(lpu(S1), TLS_CA, { "--experimental-peer-skip-client-san-verification" }), peer_url = S1 },
   { "flags", "--self-signed-cert-validity", args = join(lpu(P1), { "--self-signed-cert-validity", "2" }) },
+  { "flags", "stray positional argument", args = join(lpu(P1), { "extra" }) },
+  { "flags", "3.4 experimental flag", args = join(lpu(P1), { "--experimental-initial-corrupt-check" }) },
   { "flags", "bool flag given a value", args = join(lpu(P1), { "--peer-client-cert-auth=maybe" }) },
   { "flags", "ETCD_SOCKET_REUSE_PORT env (3.4: unknown variable)", args = lpu(P1), env = { ETCD_SOCKET_REUSE_PORT = "true" } },
 }
