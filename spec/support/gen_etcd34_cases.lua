@@ -130,6 +130,7 @@ local cases = {
       { "--logger", "zap", "--log-outputs", "{DIR}/afile/x.log" }), files = { afile = "x" } },
   { "logging", "capnslog to a path under a regular file", args = join(lpu(P1),
       { "--log-outputs", "{DIR}/afile/x.log" }), files = { afile = "x" } },
+  { "logging", "capnslog to a writable file", args = join(lpu(P1), { "--log-outputs", "{DIR}/etcd.log" }) },
   { "logging", "zap to a writable file", args = join(lpu(P1), { "--logger", "zap", "--log-outputs", "{DIR}/etcd.log" }) },
   { "logging", "log-level bogus", args = join(lpu(P1), { "--log-level", "bogus" }) },
   { "logging", "logger capnslog", args = join(lpu(P1), { "--logger", "capnslog" }) },
