@@ -365,6 +365,67 @@ static const EVP_MD *cert_digest_for (EVP_PKEY *pk) {
   return EVP_sha256();
 }
 
+/* The issuer of a CA-issued certificate: its certificate and matching key. */
+static int cert_load_issuer (lua_State *L, cert_scratch *s, const char *icertpem, size_t icertlen,
+                             const char *ikeypem, size_t ikeylen) {
+  s->chain = cert_read_chain(icertpem, icertlen);
+  if (s->chain == NULL || sk_X509_num(s->chain) == 0)
+    return cert_fail(L, s, "ECERT", "cannot parse CA certificate: no PEM certificate found");
+  s->issuer = sk_X509_shift(s->chain);
+  s->ikey = cert_read_key(ikeypem, ikeylen);
+  if (s->ikey == NULL)
+    return cert_sslfail(L, s, "cannot parse CA private key");
+  if (EVP_PKEY_eq(X509_get0_pubkey(s->issuer), s->ikey) != 1) {
+    ERR_clear_error();
+    return cert_fail(L, s, "ECERT", "CA private key does not match CA certificate");
+  }
+  return 0;
+}
+
+/* Subject from opts.subject = { {name, value}, ... }; NULL or what failed. */
+static const char *cert_set_subject (lua_State *L, cert_scratch *s) {
+  lua_Integer i, n;
+  X509_NAME *name = X509_get_subject_name(s->cert);
+  lua_getfield(L, 1, "subject");
+  n = lua_istable(L, -1) ? luaL_len(L, -1) : 0;
+  for (i = 1; i <= n; i++) {
+    const char *k, *v;
+    lua_geti(L, -1, i);
+    lua_geti(L, -1, 1);
+    lua_geti(L, -2, 2);
+    k = lua_tostring(L, -2);
+    v = lua_tostring(L, -1);
+    if (k == NULL || v == NULL)
+      luaL_error(L, "subject[%d]: {name, value} expected", (int)i);
+    if (!X509_NAME_add_entry_by_txt(name, k, MBSTRING_UTF8,
+                                    (const unsigned char *)v, -1, -1, 0))
+      return "cannot generate x509 certificate: bad subject";
+    lua_pop(L, 3);
+  }
+  lua_pop(L, 1);
+  return NULL;
+}
+
+/* Key usage (ku: "critical" then ",<name>"...), extended key usage (eku:
+** ",<name>"...), basic constraints and key identifiers. */
+static const char *cert_add_exts (cert_scratch *s, X509V3_CTX *ctx, const char *ku,
+                                  const char *eku, int is_ca) {
+  if (strlen(ku) > strlen("critical") && !cert_addext(s->cert, ctx, NID_key_usage, ku))
+    return "cannot generate x509 certificate: key usage";
+  if (eku[0] != '\0' && !cert_addext(s->cert, ctx, NID_ext_key_usage, eku + 1))
+    return "cannot generate x509 certificate: extended key usage";
+  if (!cert_addext(s->cert, ctx, NID_basic_constraints,
+                   is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE"))
+    return "cannot generate x509 certificate: basic constraints";
+  if ((is_ca || s->issuer != NULL)
+      && !cert_addext(s->cert, ctx, NID_subject_key_identifier, "hash"))
+    return "cannot generate x509 certificate: subject key identifier";
+  if (s->issuer != NULL
+      && !cert_addext(s->cert, ctx, NID_authority_key_identifier, "keyid:always"))
+    return "cannot generate x509 certificate: authority key identifier";
+  return NULL;
+}
+
 /*
 ** core.cert_create{ key = pem, subject = {{"O","etcd"}, ...},
 **   issuer_cert = pem?, issuer_key = pem?, not_before = epoch,
@@ -380,7 +441,7 @@ static int cert_create (lua_State *L) {
   const char *keypem, *icertpem, *ikeypem, *bad;
   size_t keylen, icertlen = 0, ikeylen = 0;
   lua_Integer notbefore, notafter;
-  int is_ca, sanpos;
+  int is_ca, sanpos, nret;
   unsigned char serial[16];
   cert_scratch *s;
   X509V3_CTX ctx;
@@ -415,19 +476,8 @@ static int cert_create (lua_State *L) {
   s->key = cert_read_key(keypem, keylen);
   if (s->key == NULL)
     return cert_sslfail(L, s, "cannot parse private key");
-  if (icertpem != NULL) {
-    s->chain = cert_read_chain(icertpem, icertlen);
-    if (s->chain == NULL || sk_X509_num(s->chain) == 0)
-      return cert_fail(L, s, "ECERT", "cannot parse CA certificate: no PEM certificate found");
-    s->issuer = sk_X509_shift(s->chain);
-    s->ikey = cert_read_key(ikeypem, ikeylen);
-    if (s->ikey == NULL)
-      return cert_sslfail(L, s, "cannot parse CA private key");
-    if (EVP_PKEY_eq(X509_get0_pubkey(s->issuer), s->ikey) != 1) {
-      ERR_clear_error();
-      return cert_fail(L, s, "ECERT", "CA private key does not match CA certificate");
-    }
-  }
+  if (icertpem != NULL && (nret = cert_load_issuer(L, s, icertpem, icertlen, ikeypem, ikeylen)) != 0)
+    return nret;
   s->cert = X509_new();
   s->bn = BN_new();
   if (s->cert == NULL || s->bn == NULL || RAND_bytes(serial, sizeof serial) != 1
@@ -435,28 +485,8 @@ static int cert_create (lua_State *L) {
       || BN_to_ASN1_INTEGER(s->bn, X509_get_serialNumber(s->cert)) == NULL
       || !X509_set_version(s->cert, X509_VERSION_3))
     return cert_sslfail(L, s, "cannot generate random number");
-  /* subject */
-  {
-    lua_Integer i, n;
-    X509_NAME *name = X509_get_subject_name(s->cert);
-    lua_getfield(L, 1, "subject");
-    n = lua_istable(L, -1) ? luaL_len(L, -1) : 0;
-    for (i = 1; i <= n; i++) {
-      const char *k, *v;
-      lua_geti(L, -1, i);
-      lua_geti(L, -1, 1);
-      lua_geti(L, -2, 2);
-      k = lua_tostring(L, -2);
-      v = lua_tostring(L, -1);
-      if (k == NULL || v == NULL)
-        luaL_error(L, "subject[%d]: {name, value} expected", (int)i);
-      if (!X509_NAME_add_entry_by_txt(name, k, MBSTRING_UTF8,
-                                      (const unsigned char *)v, -1, -1, 0))
-        return cert_sslfail(L, s, "cannot generate x509 certificate: bad subject");
-      lua_pop(L, 3);
-    }
-    lua_pop(L, 1);
-  }
+  if ((bad = cert_set_subject(L, s)) != NULL)
+    return cert_sslfail(L, s, bad);
   signer = s->issuer != NULL ? s->issuer : s->cert;
   if (!X509_set_issuer_name(s->cert, X509_get_subject_name(signer))
       || ASN1_TIME_set(X509_getm_notBefore(s->cert), (time_t)notbefore) == NULL
@@ -464,21 +494,8 @@ static int cert_create (lua_State *L) {
       || !X509_set_pubkey(s->cert, s->key))
     return cert_sslfail(L, s, "cannot generate x509 certificate");
   X509V3_set_ctx(&ctx, signer, s->cert, NULL, NULL, 0);
-  if (lua_rawlen(L, -3) > strlen("critical")
-      && !cert_addext(s->cert, &ctx, NID_key_usage, lua_tostring(L, -3)))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: key usage");
-  if (lua_rawlen(L, -2) > 0
-      && !cert_addext(s->cert, &ctx, NID_ext_key_usage, lua_tostring(L, -2) + 1))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: extended key usage");
-  if (!cert_addext(s->cert, &ctx, NID_basic_constraints,
-                   is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE"))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: basic constraints");
-  if ((is_ca || s->issuer != NULL)
-      && !cert_addext(s->cert, &ctx, NID_subject_key_identifier, "hash"))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: subject key identifier");
-  if (s->issuer != NULL
-      && !cert_addext(s->cert, &ctx, NID_authority_key_identifier, "keyid:always"))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: authority key identifier");
+  if ((bad = cert_add_exts(s, &ctx, lua_tostring(L, -3), lua_tostring(L, -2), is_ca)) != NULL)
+    return cert_sslfail(L, s, bad);
   /* subject alternative names: DNS first, then IP addresses, as Go does */
   s->names = sk_GENERAL_NAME_new_null();
   if (s->names == NULL)
