@@ -7,9 +7,7 @@ local helper = require "helper"
 -- the servers and clients run without the sanitizer preload of `make sanitize`
 local NOSAN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS "
 
-local function have (cmd)
-  return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
-end
+local have = helper.have
 
 local function missing ()
   for _, c in ipairs{ "go", "taskset", "openssl", "curl" } do

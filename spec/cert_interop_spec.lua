@@ -3,22 +3,7 @@
 local cert = require "peerlisten.cert"
 local helper = require "helper"
 
--- Child processes (go, etcd, curl) must not inherit the sanitizer preload of `make sanitize`:
--- curl and etcd hang or die with libasan injected.
-local NOPRELOAD = "unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; "
-local function sh(cmd) return helper.sh(NOPRELOAD .. cmd) end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function have(cmd) return sh("command -v " .. q(cmd) .. " 2>/dev/null") ~= "" end
-
--- Runs cmd; returns its stdout and the exit status.
-local function run(cmd)
-  local p = io.popen(NOPRELOAD .. cmd)
-  local out = p:read("a")
-  local _, _, status = p:close()
-  return out, status
-end
+local sh, q, have, run = helper.sh, helper.q, helper.have, helper.run
 
 local function kv(text)
   local t = {}
@@ -45,7 +30,7 @@ end
 
 local function sleep(s) os.execute("sleep " .. s) end
 
-local function pid_alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
+local pid_alive = helper.alive
 
 local function stop(pid)
   if not pid then return end

@@ -24,11 +24,7 @@ local function fails(o, msg, code)
   assert.are.equal(code, c)
 end
 
-local function write(path, s)
-  local f = assert(io.open(path, "w"))
-  f:write(s)
-  f:close()
-end
+local write = helper.writefile
 
 local function handshake(p, client)
   return core._tls_handshake(p, client or {})
