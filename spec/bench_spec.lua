@@ -18,7 +18,7 @@ local function missing ()
   if not ok then return "lua-cjson, lua-socket or lua-filesystem" end
 end
 
-describe("bench #bench", function ()
+describe("bench #bench #slow", function ()
   describe("bench/run", function ()
     it("prints its usage", function ()
       local out = helper.sh(NOSAN .. "BENCH_NO_INSTALL=1 bench/run --help 2>&1")

@@ -669,7 +669,7 @@ describe("peerlisten.TlsPolicy", function()
         accepted(mtls, pair("client-good"))
         assert.are.equal(2, stats(mtls).hits)
       end)
-      it("rejects a cached certificate once it expires (real clock)", function()
+      it("#slow rejects a cached certificate once it expires (real clock)", function()
         local now = os.time()
         local crt = P:issue("client-short", { not_before = now - 60, not_after = now + 2 })
         local client = { cert = crt, key = P:key("client-short") }
