@@ -1,4 +1,4 @@
--- spec/bench_spec.lua: a smoke run of the benchmark harness (bench/run), so it
+-- A smoke run of the benchmark harness (bench/run), so it
 -- cannot rot. One short round of scenarios 1 (TLS 1.3 handshakes) and 7 (plain
 -- accept/response/close) against nginx, Go crypto/tls and peerlisten; the real
 -- numbers come from `make bench`, not from here.

@@ -1,4 +1,4 @@
--- spec/cert_interop_spec.lua: certificates from peerlisten.cert used by real peers:
+-- Certificates from peerlisten.cert used by real peers:
 -- Go's crypto/x509 + crypto/tls (spec/support/gox509) and etcd 3.4.23 with curl.
 local cert = require "peerlisten.cert"
 local helper = require "helper"

@@ -1,4 +1,4 @@
--- spec/cert_spec.lua: peerlisten.cert (csrc/cert.c + lua/peerlisten/cert.lua).
+-- peerlisten.cert (csrc/cert.c + lua/peerlisten/cert.lua).
 -- Certificates are read back with the openssl command line tool.
 local cert = require "peerlisten.cert"
 local core = require "peerlisten.core"

@@ -1,4 +1,4 @@
--- spec/tls_interop_spec.lua: TLS listeners against real peers (#interop):
+-- TLS listeners against real peers (#interop):
 -- openssl s_client, curl and a Go crypto/tls client (spec/support/goclient,
 -- built here into a temp dir).  Each client runs as a background process
 -- (its own process group, stopped by pid); the spec drives the loop with

@@ -1,4 +1,4 @@
--- spec/tls_policy_spec.lua: peerlisten.TlsPolicy without sockets.  Handshakes
+-- peerlisten.TlsPolicy without sockets.  Handshakes
 -- run in memory through core._tls_handshake (a client SSL over a BIO pair,
 -- driving the same pl_tls_* calls conn.c makes).
 local core = require "peerlisten.core"

@@ -1,6 +1,6 @@
 --- peerlisten: etcd's peer listeners for Lua 5.4.
 --
--- The public API of DESIGN.md: configuration (`peerlisten.config`), logging
+-- The public API: configuration (`peerlisten.config`), logging
 -- (`peerlisten.log`), TLS policies (`peerlisten.tls`), certificates
 -- (`peerlisten.cert`), single listeners (`peerlisten.listen`), the event loop
 -- (`run`, `step`, `spawn`, `stop`, `sleep`) and etcd's algorithm,
@@ -27,7 +27,13 @@ local M = {
 --- TLS policies (the C core's `core.tls_policy`).
 -- @section tls
 M.tls = {
-  --- A TLS policy userdata; see DESIGN.md for the options.
+  --- A TLS policy userdata.
+  -- @tparam table opts `cert_file`, `key_file`, `client_cert_file`,
+  -- `client_key_file`, `trusted_ca_file`, `client_cert_auth`, `crl_file`,
+  -- `cipher_suites`, `min_version`, `max_version` ("TLS1.2", "TLS1.3"),
+  -- `allowed_cns`, `allowed_hostnames`, `skip_client_san_verify`, `alpn`
+  -- (default `{ "h2" }`), `handshake_timeout` (seconds, default 10),
+  -- `session_tickets`
   -- @treturn[1] userdata peerlisten.TlsPolicy
   -- @treturn[1] table warnings found while building it (`{ level =, msg =, fields = }`)
   -- @treturn[2] nil
