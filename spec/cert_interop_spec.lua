@@ -32,15 +32,7 @@ local function sleep(s) os.execute("sleep " .. s) end
 
 local pid_alive = helper.alive
 
-local function stop(pid)
-  if not pid then return end
-  os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-  for _ = 1, 50 do
-    if not pid_alive(pid) then return end
-    sleep(0.1)
-  end
-  os.execute("kill -KILL " .. pid .. " 2>/dev/null")
-end
+local stop = helper.stop
 
 describe("peerlisten.cert #interop", function()
   local tmp, ca, ca_key, m, m_key, ss, ss_key
@@ -143,11 +135,9 @@ describe("peerlisten.cert #interop", function()
       os.execute("mkdir -p " .. q(dir))
       local logf = dir .. "/etcd.log"
       local cmd = ("etcd --name %s --data-dir %s --listen-peer-urls %s --initial-advertise-peer-urls %s "
-        .. "--initial-cluster %s=%s --listen-client-urls %s --advertise-client-urls %s %s >%s 2>&1 & echo $!")
-        :format(name, q(dir .. "/data"), peer_url, peer_url, name, peer_url, client_url, client_url,
-          peer_flags, q(logf))
-      local pid = sh(cmd):match("%d+")
-      return pid, p[1], logf
+        .. "--initial-cluster %s=%s --listen-client-urls %s --advertise-client-urls %s %s")
+        :format(name, q(dir .. "/data"), peer_url, peer_url, name, peer_url, client_url, client_url, peer_flags)
+      return helper.bg(cmd, logf), p[1], logf
     end
 
     -- curl the peer /version; returns (http code or nil, body, curl exit status)

@@ -20,13 +20,7 @@ local function openssl_date(path, which)
   return tonumber(sh("date -u -d " .. q(s) .. " +%s"))
 end
 
-local function msgs(logger, level)
-  local out = {}
-  for _, e in ipairs(logger.entries) do
-    if not level or e.level == level then out[#out + 1] = e.msg end
-  end
-  return out
-end
+local function msgs(logger, level) return helper.msgs(logger.entries, level) end
 
 local function find_entry(logger, msg)
   for _, e in ipairs(logger.entries) do

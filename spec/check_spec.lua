@@ -13,12 +13,6 @@ local function cli_report(args)
   return cjson.decode(table.concat(out.parts))
 end
 
-local function msgs(report)
-  local out = {}
-  for i, w in ipairs(report.warnings) do out[i] = w.msg end
-  return out
-end
-
 describe("peerlisten.check", function()
   local dir
   before_each(function() dir = helper.tmpdir() end)
@@ -72,7 +66,7 @@ describe("peerlisten.check", function()
     assert.is_true(report.ok, report.error)
     -- helper.selfsigned's certificate is valid for one day
     assert.same({ "scheme is HTTP while key and cert files are present; ignoring key and cert files",
-      "peer certificate expires within 30 days", "peer certificate does not cover the URL host" }, msgs(report))
+      "peer certificate expires within 30 days", "peer certificate does not cover the URL host" }, helper.msgs(report.warnings))
     assert.same({ ["cert-file"] = cert, host = "127.0.0.2" }, report.warnings[3].fields)
     assert.equal("CN=localhost", report.certificates[1].subject)
   end)

@@ -23,8 +23,7 @@ local free_port = helper.free_port
 
 local read, exists = helper.readfile, helper.exists
 
--- curl without the sanitizer preload of `make sanitize` (curl hangs under it)
-local CURL = "env -u LD_PRELOAD curl -sS --max-time 5 "
+local CURL = "curl -sS --max-time 5 "
 
 -- Steps the loop until fn returns a value (returned) or `seconds` passed.
 local function poll(seconds, fn) return helper.wait_until(fn, seconds) or nil end
@@ -185,14 +184,8 @@ describe("peerlisten.cli", function()
   describe("serve #interop", function()
     -- Starts bin/peerlisten serve in the background; returns its pid and files.
     local function start(args)
-      local pidf, rcf, logf = dir .. "/pid", dir .. "/rc", dir .. "/log"
-      -- the child runs without the sanitizer preload of `make sanitize` (it uses the plain build)
-      local cmd = ("cd %s && (env -u LD_PRELOAD lua5.4 bin/peerlisten serve %s 2>%s & echo $! >%s; wait $!; "
-        .. "echo $? >%s) "
-        .. ">/dev/null 2>&1 &"):format(helper.sh("pwd"):gsub("%s+$", ""), args, logf, pidf, rcf)
-      os.execute(cmd)
-      local pid = poll(10, function() return tonumber(read(pidf)) end)
-      return pid, rcf, logf
+      local rcf, logf = dir .. "/rc", dir .. "/log"
+      return helper.bg_status("lua5.4 bin/peerlisten serve " .. args, logf, rcf), rcf, logf
     end
 
     local function wait_log(logf, pattern)

@@ -150,6 +150,28 @@ function M.kill(child)
   if child then os.execute(("kill -TERM -%d %d 2>/dev/null; true"):format(child, child)) end
 end
 
+--- Like M.bg, but the pid returned is the command's own (signals reach it,
+--- not a wrapping shell) and its exit status is written to `rcfile` when it
+--- ends; its stderr goes to `errfile`. Returns nil when it did not start
+--- within 10 s.
+function M.bg_status(cmd, errfile, rcfile)
+  local pidfile = rcfile .. ".pid"
+  os.execute(("%s(%s 2>%s & echo $! >%s; wait $!; echo $? >%s) >/dev/null 2>&1 &")
+    :format(M.NOSAN, cmd, M.q(errfile), M.q(pidfile), M.q(rcfile)))
+  return M.wait_until(function() return tonumber(M.readfile(pidfile)) end, 10) or nil
+end
+
+--- Sends SIGTERM to a process (and to its process group when it leads one,
+--- as M.bg's do) and waits up to `timeout` seconds (default 5) for it to
+--- end; SIGKILL after that.
+function M.stop(child, timeout)
+  if not child then return end
+  os.execute(("kill -TERM -%d %d 2>/dev/null; true"):format(child, child))
+  if not M.wait_until(function() return not M.alive(child) end, timeout or 5) then
+    os.execute(("kill -KILL -%d %d 2>/dev/null; true"):format(child, child))
+  end
+end
+
 --- Whether this process is running and not a zombie (an exited child may
 --- wait a while for its reaper).
 function M.alive(p)
@@ -217,6 +239,16 @@ function M.with_policy_spy(fn)
   core.tls_policy = real
   if not res[1] then error(res[2], 0) end
   return built, table.unpack(res, 2, res.n)
+end
+
+--- The `msg` of each log entry (a capture logger's `entries`, a check
+--- report's `warnings`), only those at `level` when given.
+function M.msgs(entries, level)
+  local out = {}
+  for _, e in ipairs(entries) do
+    if level == nil or e.level == level then out[#out + 1] = e.msg end
+  end
+  return out
 end
 
 --- Whether a command is on PATH.

@@ -12,13 +12,7 @@ local function can_bind(port)
   return true
 end
 
-local function msgs(logger, level)
-  local out = {}
-  for _, e in ipairs(logger.entries) do
-    if level == nil or e.level == level then out[#out + 1] = e.msg end
-  end
-  return out
-end
+local function msgs(logger, level) return helper.msgs(logger.entries, level) end
 
 local read = helper.readfile
 
