@@ -4,9 +4,6 @@
 -- numbers come from `make bench`, not from here.
 local helper = require "helper"
 
--- the servers and clients run without the sanitizer preload of `make sanitize`
-local NOSAN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS "
-
 local have = helper.have
 
 local function missing ()
@@ -21,7 +18,7 @@ end
 describe("bench #bench #slow", function ()
   describe("bench/run", function ()
     it("prints its usage", function ()
-      local out = helper.sh(NOSAN .. "BENCH_NO_INSTALL=1 bench/run --help 2>&1")
+      local out = helper.sh("BENCH_NO_INSTALL=1 bench/run --help 2>&1")
       assert.matches("--scenario", out, 1, true)
     end)
 
@@ -31,14 +28,10 @@ describe("bench #bench #slow", function ()
         pending("bench smoke skipped: " .. why .. " is missing")
         return
       end
-      local servers = { "nginx", "go" }
-      -- peerlisten joins once its core can listen (until then the harness alone is checked)
-      local with_pl = os.execute(NOSAN .. "lua5.4 -e 'package.cpath=\"./?.so;\"..package.cpath "
-        .. "os.exit(require(\"peerlisten.core\").listen and 0 or 1)' 2>/dev/null") == true
-      if with_pl then servers[#servers + 1] = "peerlisten" end
+      local servers = { "nginx", "go", "peerlisten" }
       local dir = helper.tmpdir()
       local json = dir .. "/bench.json"
-      local out = helper.sh(NOSAN .. "BENCH_NO_INSTALL=1 bench/run --scenario 1,7 --rounds 1 --seconds 1 --no-write --no-ir"
+      local out = helper.sh("BENCH_NO_INSTALL=1 bench/run --scenario 1,7 --rounds 1 --seconds 1 --no-write --no-ir"
         .. " --servers " .. table.concat(servers, ",") .. " --json " .. json .. " 2>" .. dir .. "/stderr")
       local f = io.open(json)
       local text = f and f:read("a")
@@ -74,9 +67,6 @@ describe("bench #bench #slow", function ()
         local state = st and st:read("a"):match("%) (%a)")
         if st then st:close() end
         assert.is_true(state == nil or state == "Z", "server pid " .. pid .. " still running")
-      end
-      if not with_pl then
-        print("bench smoke: peerlisten skipped (peerlisten.core has no listen yet)")
       end
     end)
   end)
