@@ -278,12 +278,15 @@ end
 
 local validated = setmetatable({}, { __mode = "k" })
 
--- etcd validates the TLS versions and cipher suites when it loads the
--- configuration; the C policy owns those rules, so a throw-away policy with
--- just these settings is asked. Returns its message, or nil when they pass.
+-- etcd's Validate checks the TLS versions, and refuses cipher suites with a
+-- TLS1.3 minimum, before anything looks at the cipher names (those are
+-- configure_peer_listeners' step). The C policy owns these rules: a
+-- throw-away policy with just these settings is asked, with the cipher list
+-- only when the minimum is TLS1.3 (where the policy refuses any list before
+-- reading names). Returns its message, or nil when the settings pass.
 local function tls_error(cfg)
   local policy, err = core.tls_policy { min_version = cfg.tls_min_version, max_version = cfg.tls_max_version,
-    cipher_suites = cfg.cipher_suites }
+    cipher_suites = cfg.tls_min_version == "TLS1.3" and cfg.cipher_suites or nil }
   if not policy then return err end
   policy:close()
 end

@@ -84,6 +84,18 @@ end
 
 --- @section end
 
+-- etcd's first step: every cipher-suite name must be one it knows, even when
+-- no URL uses TLS. The names are the C policy's catalogue; whether OpenSSL
+-- can negotiate them is the policy's question, asked only when one is built.
+local function check_cipher_names(names)
+  local known = {}
+  for _, c in ipairs(core.cipher_suites()) do known[c.name] = true end
+  for _, name in ipairs(names) do
+    if not known[name] then return nil, ('unexpected TLS cipher suite "%s"'):format(name), "ETLSCONFIG" end
+  end
+  return true
+end
+
 -- Hosts for the self-signed certificate's SANs: each URL's host, in order,
 -- without repeats (etcd repeats them).
 local function cert_hosts(urls)
@@ -160,12 +172,12 @@ end
 --
 -- Steps, in etcd's order: `configuring socket options` (when set) and
 -- `configuring peer listeners` (as etcd's StartEtcd logs them just before),
--- auto-TLS (a self-signed pair in `<data_dir>/fixtures/peer`), `starting
--- with peer TLS`, then for each URL in list order the http warnings and the
--- listener (socket options, raft read/write timeouts as per-I/O deadlines,
--- the TLS policy for https and unixs, built once when the first TLS URL is
--- reached). TLS versions and cipher-suite names are checked when the
--- configuration is validated, also when no URL uses TLS, as etcd does.
+-- cipher-suite names (also when no URL uses TLS), auto-TLS (a self-signed
+-- pair in `<data_dir>/fixtures/peer`), `starting with peer TLS`, then for
+-- each URL in list order the http warnings and the listener (socket options,
+-- raft read/write timeouts as per-I/O deadlines, the TLS policy for https
+-- and unixs, built once when the first TLS URL is reached). The TLS versions
+-- were checked when the configuration was validated.
 --
 -- Differences from etcd: on failure every listener already opened is closed
 -- again, in index order, within 1 s each, with etcd's `closing peer listener`
@@ -198,10 +210,12 @@ function M.configure_peer_listeners(cfg, opts)
   end
   logger:info("configuring peer listeners", { ["listen-peer-urls"] = cfg.listen_peer_urls })
 
+  local ok, serr, scode = check_cipher_names(cfg.cipher_suites)
+  if not ok then return nil, serr, scode end
   local p = policy_options(cfg, opts)
   if pts.auto_tls then
-    local ok, aerr, acode = auto_tls(cfg, p, opts, logger)
-    if not ok then return nil, aerr, acode end
+    ok, serr, scode = auto_tls(cfg, p, opts, logger)
+    if not ok then return nil, serr, scode end
   end
   local has_tls = p.cert_file ~= "" or p.key_file ~= ""
   if has_tls then
