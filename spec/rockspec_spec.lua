@@ -68,17 +68,18 @@ describe("rockspec", function()
     local loaded = helper.sh(("LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e '%s' 2>&1"):format(tree, probe))
     -- the test hooks (test_hooks.c, only with -DPL_TEST_HOOKS) are not in the installed module
     local hooks_probe = "local c = require(\"peerlisten.core\"); local p = c.tls_policy{}; "
-      .. "print(c._tls_handshake, c._tls_clock_shift, p._verify_cache, p._new_ssl, p._pending_logs)"
+      .. "print(c._tls_handshake, c._tls_clock_shift, c._tls_dial, "
+      .. "p._verify_cache, p._new_ssl, p._pending_logs)"
     local hooks = helper.sh(("LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e '%s' 2>&1"):format(tree, hooks_probe))
-    local hook_strings = so ~= "" and helper.sh("grep -c -a -w -e _tls_handshake -e _tls_clock_shift -e _verify_cache "
-      .. so:match("[^\n]+") .. "; true") or ""
+    local hook_strings = so ~= "" and helper.sh("grep -c -a -w -e _tls_handshake -e _tls_clock_shift "
+      .. "-e _tls_dial -e _verify_cache " .. so:match("[^\n]+") .. "; true") or ""
     helper.rmdir(tree)
     helper.rmdir(src)
     assert.is_true(ok, out)
     assert.are_not.equal("", so)
     assert.are.equal("1\n", syms)
     assert.are.equal("function\n", loaded)
-    assert.are.equal("nil\tnil\tnil\tnil\tnil\n", hooks)
+    assert.are.equal("nil\tnil\tnil\tnil\tnil\tnil\n", hooks)
     assert.are.equal("0\n", hook_strings)
   end)
 
