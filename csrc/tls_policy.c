@@ -138,7 +138,8 @@ Options: cert_file, key_file, client_cert_file, client_key_file,
 trusted_ca_file, client_cert_auth, crl_file, cipher_suites (Go/IANA names),
 min_version, max_version ("TLS1.2" | "TLS1.3" | ""), allowed_cns,
 allowed_hostnames, skip_client_san_verify, alpn (default {"h2"}),
-handshake_timeout (seconds, default 10), session_tickets (default false).
+handshake_timeout (seconds, default 10), session_tickets (default false),
+insecure_skip_verify (default false; client side: do not verify the server).
 @treturn[1] TlsPolicy
 @treturn[1] table warnings, each { level =, msg =, fields = {} } (may be empty)
 @treturn[2] nil
