@@ -25,6 +25,7 @@ PL_HIDDEN int pl_open_listener (lua_State *L);
 PL_HIDDEN int pl_open_conn (lua_State *L);
 PL_HIDDEN int pl_open_tlspolicy (lua_State *L);
 PL_HIDDEN int pl_open_cert (lua_State *L);
+PL_HIDDEN int pl_open_files (lua_State *L);    /* files.c (cert.lua's file primitives) */
 PL_HIDDEN int pl_open_signal (lua_State *L);   /* signal.c (Lua-layer helper) */
 #ifdef PL_TEST_HOOKS
 struct pl_tls;

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include <openssl/bn.h>
@@ -42,6 +43,12 @@ void go_errno (char *buf, size_t len, const char *op, const char *path, int e) {
   snprintf(s, sizeof(s), "%s", strerror(e));
   s[0] = (char)tolower((unsigned char)s[0]);
   snprintf(buf, len, "%s %s: %s", op, path, s);
+}
+
+int pl_os_fail (lua_State *L, const char *op, const char *path, int e) {
+  char msg[PATH_MAX + 160];
+  go_errno(msg, sizeof msg, op, path, e);
+  return pl_fail(L, uv_err_name(uv_translate_sys_error(e)), "%s", msg);
 }
 
 /* ---------------------------------------------------------------------

@@ -29,6 +29,8 @@ typedef struct x509_sans {
 PL_HIDDEN void strlist_free (strlist *l);
 /* Go's wording of an OS error: "<op> <path>: <strerror, lower-case first>". */
 PL_HIDDEN void go_errno (char *buf, size_t len, const char *op, const char *path, int e);
+/* The fail triple of an OS error: nil, Go's words, libuv's error name. */
+PL_HIDDEN int pl_os_fail (lua_State *L, const char *op, const char *path, int e);
 
 PL_HIDDEN void x509_name_str (X509_NAME *nm, char *buf, size_t len);
 PL_HIDDEN void x509_serial_hex (X509 *x, char *buf, size_t len);

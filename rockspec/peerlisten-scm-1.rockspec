@@ -30,6 +30,7 @@ build = {
         "csrc/conn.c",
         "csrc/core.c",
         "csrc/errors.c",
+        "csrc/files.c",
         "csrc/listener.c",
         "csrc/signal.c",
         "csrc/test_hooks.c",
