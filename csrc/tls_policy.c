@@ -376,7 +376,6 @@ static int build_ctx (pl_tls *t, cfgerr *e) {
     SSL_CTX_set_num_tickets(t->ctx, 0);
     SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
   }
-  if (SSL_CTX_set1_groups_list(t->ctx, "X25519:P-256:P-384") != 1) ERR_clear_error();
   if (tls_apply_ciphers(t, t->ctx) != 0) {
     ERR_clear_error();
     return cfg_fail(e, "ETLSCONFIG", "tls: OpenSSL rejected the cipher suite list");
