@@ -148,6 +148,8 @@ PL_HIDDEN void tls_verify_init (void);
 PL_HIDDEN sslnote *note_get (SSL *ssl, int create);
 PL_HIDDEN int verify_allowed_cb (X509_STORE_CTX *xs, void *arg);
 PL_HIDDEN int verify_note_cb (int ok, X509_STORE_CTX *xs);
+PL_HIDDEN int ticket_decrypt_cb (SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+                                 size_t keynamelen, SSL_TICKET_STATUS status, void *arg);
 PL_HIDDEN int alpn_cb (SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg);
 

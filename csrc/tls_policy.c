@@ -486,6 +486,11 @@ static int setup_client_verify (pl_tls *t, cfgerr *e) {
   if (t->trusted_ca_file != NULL) t->vc = vcache_new();
   if (t->vc != NULL || t->allowed_cns.n > 0 || t->allowed_hostnames.n > 0)
     SSL_CTX_set_cert_verify_callback(t->ctx, verify_allowed_cb, t);
+  if (t->session_tickets &&
+      SSL_CTX_set_session_ticket_cb(t->ctx, NULL, ticket_decrypt_cb, t) != 1) {
+    ERR_clear_error();
+    return cfg_fail(e, "ETLSCONFIG", "tls: cannot install the session ticket callback");
+  }
   return 0;
 }
 

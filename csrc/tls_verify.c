@@ -22,6 +22,8 @@
 
 static int note_idx = -1;
 
+static const char *session_peer_check (pl_tls *t, X509 *leaf, char *msg, size_t msglen);
+
 static void note_free (void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
                        long argl, void *argp) {
   (void)parent; (void)ad; (void)idx; (void)argl; (void)argp;
@@ -333,43 +335,50 @@ const char *pl_tls_post_check (pl_tls *t, SSL *ssl, const char *remote_ip,
   const char *r = NULL;
   msg[0] = '\0';
   if (SSL_get0_peer_certificate(ssl) == NULL) return NULL;
-  if (!t->skip_san && remote_ip != NULL) r = san_check(ssl, remote_ip, msg, msglen);
+  if (t->verify_client && SSL_session_reused(ssl))
+    r = session_peer_check(t, SSL_get0_peer_certificate(ssl), msg, msglen);
+  if (r == NULL && !t->skip_san && remote_ip != NULL) r = san_check(ssl, remote_ip, msg, msglen);
   if (r == NULL && t->crl_file != NULL) r = crl_check(t, ssl, msg, msglen);
   return r;
 }
 
 
 
-/* Chain verification through the cache (when on), then etcd's allowed CN /
-** hostname rule on the leaf.  Installed when client certs are verified and
-** either the cache is on or an allow list is set. */
-int verify_allowed_cb (X509_STORE_CTX *xs, void *arg) {
-  pl_tls *t = (pl_tls *)arg;
-  X509 *leaf;
-  int i, ok = vcache_verify(t, xs);
-  if (ok <= 0) return ok;
+/* etcd's allowed CN / hostname rule on a leaf: 1 when it passes (or no
+** list is set). */
+static int leaf_allowed (pl_tls *t, X509 *leaf) {
+  int i;
   if (t->allowed_cns.n == 0 && t->allowed_hostnames.n == 0) return 1;
-  leaf = X509_STORE_CTX_get0_cert(xs);
   if (t->allowed_cns.n > 0) {
     char cn[256];
     if (x509_leaf_cn(leaf, cn, sizeof(cn)))
       for (i = 0; i < t->allowed_cns.n; i++)
         if (strcmp(cn, t->allowed_cns.v[i]) == 0) return 1;
+    return 0;
   }
-  else {
-    for (i = 0; i < t->allowed_hostnames.n; i++) {
-      const char *h = t->allowed_hostnames.v[i];
-      unsigned char ipb[16];
-      int r;
-      if (inet_pton(AF_INET, h, ipb) == 1 || inet_pton(AF_INET6, h, ipb) == 1)
-        r = X509_check_ip_asc(leaf, h, 0);
-      else
-        r = X509_check_host(leaf, h, 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
-                            X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL);
-      if (r == 1) return 1;
-    }
+  for (i = 0; i < t->allowed_hostnames.n; i++) {
+    const char *h = t->allowed_hostnames.v[i];
+    unsigned char ipb[16];
+    int r;
+    if (inet_pton(AF_INET, h, ipb) == 1 || inet_pton(AF_INET6, h, ipb) == 1)
+      r = X509_check_ip_asc(leaf, h, 0);
+    else
+      r = X509_check_host(leaf, h, 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
+                          X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL);
+    if (r == 1) return 1;
   }
   ERR_clear_error();
+  return 0;
+}
+
+/* Chain verification through the cache (when on), then etcd's allowed CN /
+** hostname rule on the leaf.  Installed when client certs are verified and
+** either the cache is on or an allow list is set. */
+int verify_allowed_cb (X509_STORE_CTX *xs, void *arg) {
+  pl_tls *t = (pl_tls *)arg;
+  int ok = vcache_verify(t, xs);
+  if (ok <= 0) return ok;
+  if (leaf_allowed(t, X509_STORE_CTX_get0_cert(xs))) return 1;
   {
     SSL *ssl = (SSL *)X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
     sslnote *n = ssl ? note_get(ssl, 1) : NULL;
@@ -377,6 +386,61 @@ int verify_allowed_cb (X509_STORE_CTX *xs, void *arg) {
   }
   X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REJECTED);   /* alert bad_certificate */
   return 0;
+}
+
+/* ---------------------------------------------------------------------
+** Resumption: a resumed session skips chain verification, so what may have
+** changed since the session was made is checked again on the client
+** certificate it carries: validity against the current clock and the allow
+** lists (the CRL is checked after every handshake).  As Go does, such a
+** session is not resumed (the client falls back to a full handshake, which
+** verifies afresh); a session resumed from the server cache (TLS 1.2 session
+** IDs, no ticket callback) is refused after the handshake instead.
+*/
+
+/* NULL when leaf may still be used, else a reason with etcd-like words. */
+static const char *session_peer_check (pl_tls *t, X509 *leaf, char *msg, size_t msglen) {
+  time_t now = tls_now();
+  int late = X509_cmp_time(X509_get0_notAfter(leaf), &now) < 0;
+  if (late || X509_cmp_time(X509_get0_notBefore(leaf), &now) > 0) {
+    char ts[40], lim[40];
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    x509_time_str(late ? X509_get0_notAfter(leaf) : X509_get0_notBefore(leaf), lim, sizeof(lim));
+    snprintf(msg, msglen, "tls: failed to verify client certificate: x509: certificate has "
+             "expired or is not yet valid: current time %s is %s %s", ts, late ? "after" : "before", lim);
+    return "bad_client_cert";
+  }
+  if (!leaf_allowed(t, leaf)) {
+    snprintf(msg, msglen, "client certificate authentication failed");
+    return "cn_not_allowed";
+  }
+  return NULL;
+}
+
+/* The ticket decryption callback (TLS 1.2 tickets and TLS 1.3 PSKs). */
+int ticket_decrypt_cb (SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+                       size_t keynamelen, SSL_TICKET_STATUS status, void *arg) {
+  pl_tls *t = (pl_tls *)arg;
+  (void)ssl; (void)keyname; (void)keynamelen;
+  switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW: {
+      X509 *leaf = SSL_SESSION_get0_peer(ss);
+      char msg[256];
+      if (t->verify_client && (leaf == NULL || session_peer_check(t, leaf, msg, sizeof(msg)) != NULL))
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+      return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    }
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+    case SSL_TICKET_NONE:
+      return SSL_TICKET_RETURN_IGNORE;
+    default:
+      return SSL_TICKET_RETURN_ABORT;
+  }
 }
 
 /* Records the validity bound of an expired (or not yet valid) certificate
