@@ -54,6 +54,7 @@ typedef struct cert_scratch {
   X509_STORE_CTX *ctx;
   GENERAL_NAMES *names;
   BIGNUM *bn;
+  X509_CRL *crl;
   char *buf;                  /* malloc'ed file contents */
   int fd;                     /* -1 when none */
 } cert_scratch;
@@ -74,6 +75,7 @@ static void cert_scratch_release (cert_scratch *s) {
   X509_STORE_free(s->store); s->store = NULL;
   GENERAL_NAMES_free(s->names); s->names = NULL;
   BN_free(s->bn); s->bn = NULL;
+  X509_CRL_free(s->crl); s->crl = NULL;
   free(s->buf); s->buf = NULL;
   if (s->fd >= 0) close(s->fd);
   s->fd = -1;
@@ -821,6 +823,47 @@ static int cert_inspect (lua_State *L) {
   return 1;
 }
 
+/*
+** core.cert_crl_info(data) -> { issuer =, this_update =, next_update =,
+** revoked = n } | nil, "x509: malformed crl", "ECERT".  Reads data the way
+** the TLS policy reads its CRL file on a handshake (PEM when it holds a
+** "-----BEGIN" line, DER otherwise), so a preflight sees the same verdict.
+*/
+static int cert_crl_info (lua_State *L) {
+  size_t len;
+  const char *data = luaL_checklstring(L, 1, &len);
+  cert_scratch *s = cert_scratch_new(L);
+  const ASN1_TIME *t;
+  STACK_OF(X509_REVOKED) *rev;
+  ERR_clear_error();
+  if (len >= 10 && strstr(data, "-----BEGIN") != NULL) {
+    s->bio = BIO_new_mem_buf(data, (int)len);
+    if (s->bio != NULL) s->crl = PEM_read_bio_X509_CRL(s->bio, NULL, NULL, NULL);
+  }
+  else {
+    const unsigned char *d = (const unsigned char *)data;
+    s->crl = d2i_X509_CRL(NULL, &d, (long)len);
+  }
+  if (s->crl == NULL)
+    return cert_fail(L, s, "ECERT", "x509: malformed crl");
+  BIO_free(s->bio);
+  s->bio = BIO_new(BIO_s_mem());
+  if (s->bio == NULL)
+    return cert_sslfail(L, s, "cannot read the CRL");
+  lua_createtable(L, 0, 4);
+  cert_push_name(L, s->bio, X509_CRL_get_issuer(s->crl));
+  lua_setfield(L, -2, "issuer");
+  t = X509_CRL_get0_lastUpdate(s->crl);
+  if (t != NULL) { lua_pushinteger(L, cert_epoch(t)); lua_setfield(L, -2, "this_update"); }
+  t = X509_CRL_get0_nextUpdate(s->crl);
+  if (t != NULL) { lua_pushinteger(L, cert_epoch(t)); lua_setfield(L, -2, "next_update"); }
+  rev = X509_CRL_get_REVOKED(s->crl);
+  lua_pushinteger(L, rev != NULL ? sk_X509_REVOKED_num(rev) : 0);
+  lua_setfield(L, -2, "revoked");
+  cert_scratch_release(s);
+  return 1;
+}
+
 /* core.cert_matches_key(cert_pem, key_pem) -> true | nil, msg, "ECERT" */
 static int cert_matches_key (lua_State *L) {
   size_t clen, klen;
@@ -1137,6 +1180,7 @@ static const luaL_Reg cert_funcs[] = {
   {"cert_create", cert_create},
   {"cert_inspect", cert_inspect},
   {"cert_matches_key", cert_matches_key},
+  {"cert_crl_info", cert_crl_info},
   {"cert_verify", cert_verify},
   {"cert_ip", cert_ip},
   {"cert_stat", cert_stat},

@@ -43,8 +43,10 @@ build = {
     ["peerlisten.cert"] = "lua/peerlisten/cert.lua",
     ["peerlisten.cli"] = "lua/peerlisten/cli.lua",
     ["peerlisten.config"] = "lua/peerlisten/config.lua",
+    ["peerlisten.etcd_versions"] = "lua/peerlisten/etcd_versions.lua",
     ["peerlisten.log"] = "lua/peerlisten/log.lua",
     ["peerlisten.serve"] = "lua/peerlisten/serve.lua",
+    ["peerlisten.startup"] = "lua/peerlisten/startup.lua",
     ["peerlisten.url"] = "lua/peerlisten/url.lua",
   },
   install = {

@@ -9,6 +9,8 @@
 
 local peerlisten = require "peerlisten"
 local serve = require "peerlisten.serve"
+local etcd_versions = require "peerlisten.etcd_versions"
+local startup = require "peerlisten.startup"
 
 local config = peerlisten.config
 local log = peerlisten.log
@@ -19,12 +21,13 @@ M.USAGE = [[
 Usage: peerlisten <command> [options]
 
 Commands:
-  serve [etcd flags | --config-file FILE]
+  serve [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]
       Configure the peer listeners as etcd does and answer peer probes
       (GET /health, GET /version) until SIGINT or SIGTERM.
-  check [--json] [--explain] [etcd flags | --config-file FILE]
-      Preflight: load and validate, bind every URL, build every TLS policy,
-      check certificates and keys, release everything, print a verdict.
+  check [--json] [--explain] [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]
+      Preflight: would this etcd version start its peer listeners? Loads and
+      validates as that version, binds every URL, loads every TLS file,
+      releases everything, prints a verdict.
   cert [--dir DIR] [--hosts h1,h2] [--validity YEARS] [--key-type TYPE]
       Create (or reuse) etcd's auto-TLS certificate pair in DIR.
   cert ca --dir DIR [--name NAME] [--validity YEARS] [--key-type TYPE]
@@ -35,12 +38,13 @@ Commands:
   help, --help, -h      this text; `peerlisten <command> --help` for one command
   version, --version
 
-Exit status: 0 ok, 1 failure, 2 usage error.
+Exit status: 0 ok (check: PASS), 1 failure (check: FAIL), 2 usage error
+(also what etcd's flag package refuses: unknown flag, malformed value).
 ]]
 
 local HELP = {
   serve = [[
-Usage: peerlisten serve [etcd flags | --config-file FILE]
+Usage: peerlisten serve [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]
 
 Configures etcd's peer listeners (etcd's flags, ETCD_* variables or an etcd
 YAML config file, with etcd's precedence) and serves each connection with a
@@ -58,19 +62,30 @@ Peer flags: --listen-peer-urls, --peer-cert-file, --peer-key-file,
   --tls-max-version, --self-signed-cert-validity, --socket-reuse-port,
   --socket-reuse-address, --raft-read-timeout, --raft-write-timeout,
   --name, --data-dir, --log-level, --log-format, --log-outputs, --config-file.
-Other etcd flags are accepted and ignored.
+Other etcd flags are accepted and ignored. Flags and keys follow the etcd
+version chosen as for `check` (so --etcd-version 3.4 refuses
+--socket-reuse-port, as etcd 3.4 does).
 ]],
   check = [[
-Usage: peerlisten check [--json] [--explain] [etcd flags | --config-file FILE]
+Usage: peerlisten check [--json] [--explain] [--etcd-version V | --etcd BIN]
+                        [etcd flags | --config-file FILE]
 
-Runs the whole peer-listener configuration (binding every URL, building every
-TLS policy, generating the auto-TLS pair if configured), checks certificates
-(key match, expiry, SANs covering the URL hosts, key usages a peer needs),
-then releases everything. Prints warnings and a verdict on stdout.
-  --json      one JSON object: ok, error, code, warnings, listeners, certificates
+Predicts whether etcd would start its peer listeners with this configuration:
+loads it as that etcd version does (flags, ETCD_* variables, YAML types),
+opens the log outputs, binds every URL, builds every TLS policy (generating
+the auto-TLS pair if configured), loads the peer key pair and CA as etcd's
+peer client does (also for http URLs) and the CRL file as the listener does,
+checks certificates (expiry, SANs covering the URL hosts, key usages), then
+releases everything. Prints warnings and a verdict on stdout.
+  --etcd-version V  3.4, 3.5, 3.6 (modelled as 3.4.23, 3.5.33, 3.6.14) or a
+              full version such as 3.5.9; default: what `etcd --version`
+              reports (--etcd BIN, or etcd on PATH), else the newest
+  --json      one JSON object: ok, error, code, warnings, listeners,
+              certificates, etcd_version, differences
   --explain   also every effective setting and where it came from
-Exit status 0 only when etcd would start its peer listeners with this
-configuration; 1 otherwise; 2 for a malformed command line.
+Exit status 0 (PASS) only when that etcd would start its peer listeners with
+this configuration; 1 (FAIL) when it would not; 2 for what etcd's flag package
+refuses too (unknown flag, malformed flag value: etcd exits 2 as well).
 ]],
   cert = [[
 Usage: peerlisten cert [--dir DIR] [--hosts h1,h2] [--validity YEARS] [--key-type TYPE]
@@ -140,14 +155,58 @@ local function logger_for(cfg, stderr)
     outputs = outputs }
 end
 
-local function load_config(args, env)
-  return config.load { args = args, env = env or os.getenv }
+-- Takes --etcd-version V and --etcd BIN out of args; returns them and the rest.
+local function version_args(args)
+  local o, rest = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, value = a:match("^%-%-?(etcd%-version)=(.*)$")
+    if not name then name, value = a:match("^%-%-?(etcd)=(.*)$") end
+    if not name then name = a:match("^%-%-?(etcd%-version)$") or a:match("^%-%-?(etcd)$") end
+    if name then
+      if value == nil then
+        i = i + 1
+        value = args[i]
+        if value == nil then return nil, ("option --%s needs a value"):format(name) end
+      end
+      o[name == "etcd" and "bin" or "version"] = value
+    else
+      rest[#rest + 1] = a
+    end
+    i = i + 1
+  end
+  return o, rest
+end
+
+-- The etcd profile to follow: --etcd-version, else the installed etcd's
+-- version (--etcd BIN or etcd on PATH), else the newest modelled.
+local function choose_version(o, env)
+  local path
+  if type(env) == "table" then path = env.PATH
+  else path = (env or os.getenv)("PATH") end
+  return etcd_versions.choose { version = o.version, bin = o.bin, path = path }
+end
+
+local function load_config(args, env, prof)
+  return config.load { args = args, env = env or os.getenv, etcd_version = prof }
 end
 
 -- serve --------------------------------------------------------------------
 
 local function cmd_serve(args, _, err, env)
-  local cfg, msg, code = load_config(args, env)
+  local vo, rest = version_args(args)
+  if not vo then
+    err("peerlisten serve: ", rest, "\n")
+    return 2
+  end
+  local prof, how = choose_version(vo, env)
+  if not prof then
+    err("peerlisten serve: ", how, "\n")
+    return 2
+  end
+  args = rest
+  local cfg, msg, code = load_config(args, env, prof)
   if not cfg then
     err("peerlisten serve: ", msg, "\n")
     if code == "EUSAGE" then err("Run 'peerlisten serve --help' for usage.\n") end
@@ -209,7 +268,8 @@ local function contains(list, v)
 end
 
 -- Certificate checks beyond what etcd does at startup: warnings only.
-local function check_certs(cfg, policy_files, warn, certs)
+-- `auto`: the pair is etcd's auto-TLS one, whose peers verify nothing.
+local function check_certs(cfg, policy_files, warn, certs, auto)
   local ok, cert = pcall(require, "peerlisten.cert")
   if not ok then return end
   local p = policy_files
@@ -220,6 +280,7 @@ local function check_certs(cfg, policy_files, warn, certs)
   local entry = { file = p.cert_file, subject = info.subject, not_after = info.not_after_rfc3339,
     days_left = info.days_left, sans = info.sans }
   certs[#certs + 1] = entry
+  if auto then return end
   local mok, merr = cert.matches_key(p.cert_file, p.key_file)
   if not mok then warn("peer certificate and key do not match", { ["cert-file"] = p.cert_file, error = merr }) end
   local now = os.time()
@@ -271,6 +332,30 @@ local function field_text(fields)
   return table.concat(parts, " ")
 end
 
+-- The stages etcd runs after configuring its listeners (and the CRL the
+-- listener reads per handshake). Returns nil or the failure message and code;
+-- `note(level, msg, fields)` records the rest.
+local function after_listeners(cfg, note, diffs)
+  local ok, e, c = startup.peer_client(cfg)
+  if not ok then return e, c end
+  local crl, cerr, ccode = startup.crl(cfg)
+  if crl == nil then
+    local fields = { ["crl-file"] = cfg.peer_transport_security.crl_file, error = cerr }
+    if startup.mtls(cfg) then
+      diffs[#diffs + 1] = { id = "crl_checked", text = etcd_versions.DIFFERENCES.crl_checked,
+        key = "peer-crl-file" }
+      return ("peer CRL file %s cannot be used (%s): every peer presenting a client certificate would be refused")
+        :format(cfg.peer_transport_security.crl_file, cerr), ccode
+    end
+    note("warn", "peer CRL file cannot be used; a peer presenting a client certificate would be refused", fields)
+  elseif crl then
+    if crl.next_update and crl.next_update < os.time() then
+      note("warn", "peer CRL is past its nextUpdate", { ["crl-file"] = crl.file })
+    end
+  end
+  return nil
+end
+
 local function cmd_check(args, out, err, env)
   local flags = {}
   local rest = {}
@@ -279,12 +364,25 @@ local function cmd_check(args, out, err, env)
     elseif a == "--explain" or a == "-explain" then flags.explain = true
     else rest[#rest + 1] = a end
   end
-  local report = { ok = false, warnings = {}, listeners = {}, certificates = {} }
-  local cfg, msg, code = load_config(rest, env)
+  local vo, vrest = version_args(rest)
+  if not vo then
+    err("peerlisten check: ", vrest, "\n", "Run 'peerlisten check --help' for usage.\n")
+    return 2
+  end
+  local prof, how, vwarn = choose_version(vo, env)
+  if not prof then
+    err("peerlisten check: ", how, "\n", "Run 'peerlisten check --help' for usage.\n")
+    return 2
+  end
+  local report = { ok = false, warnings = {}, listeners = {}, certificates = {}, infos = {},
+    etcd_version = prof.version, etcd_version_source = how }
+  if vwarn then report.warnings[#report.warnings + 1] = { level = "warn", msg = vwarn } end
+  local cfg, msg, code = load_config(vrest, env, prof)
   if not cfg and code == "EUSAGE" then
     err("peerlisten check: ", msg, "\n", "Run 'peerlisten check --help' for usage.\n")
     return 2
   end
+  local diffs = cfg and cfg._differences or {}
   local capture = log.capture { level = "info" }
   for _, n in ipairs(cfg and cfg._notes or {}) do
     if n.level ~= "info" and n.level ~= "debug" then
@@ -293,7 +391,13 @@ local function cmd_check(args, out, err, env)
   end
   if cfg then
     local pts = cfg.peer_transport_security
-    local peers, perr, pcode = peerlisten.configure_peer_listeners(cfg, { logger = capture })
+    local lok, lerr, lcode = startup.log_outputs(cfg)
+    local peers, perr, pcode
+    if lok then
+      peers, perr, pcode = peerlisten.configure_peer_listeners(cfg, { logger = capture })
+    else
+      perr, pcode = lerr, lcode
+    end
     if peers then
       for i = 1, #peers do
         report.listeners[i] = { url = peers[i]:url(), address = peerlisten.bound_address(peers[i]),
@@ -309,10 +413,27 @@ local function cmd_check(args, out, err, env)
       end
       peers:close(1)
       if peers.policy then peers.policy:close() end   -- a preflight keeps nothing open
-      report.ok = true
-      check_certs(cfg, files, function(m, f) capture:warn(m, f) end, report.certificates)
+      local auto = pts.auto_tls and pts.cert_file == "" and pts.key_file == ""
+      local function note(level, m, f) capture:log(level, m, f) end
+      local aerr, acode = after_listeners(cfg, note, diffs)
+      if aerr then
+        msg, code = aerr, acode
+      else
+        report.ok = true
+        if auto then
+          -- etcd's auto-TLS peers skip certificate verification: usages and
+          -- names of the generated certificate do not matter
+          report.infos[#report.infos + 1] = { level = "info",
+            msg = "peer auto-TLS: peers do not verify each other's certificates (etcd skips verification "
+              .. "for auto-TLS peers)" }
+        end
+        check_certs(cfg, files, function(m, f) capture:warn(m, f) end, report.certificates, auto)
+      end
     else
       msg, code = perr, pcode
+      if perr and perr:find("leave no TLS 1.2 cipher suite", 1, true) then
+        diffs[#diffs + 1] = { id = "tls12_without_suite", text = etcd_versions.DIFFERENCES.tls12_without_suite }
+      end
     end
   end
   for _, e in ipairs(capture.entries) do
@@ -322,10 +443,14 @@ local function cmd_check(args, out, err, env)
   end
   if not report.ok then report.error, report.code = msg, code end
   if flags.explain and cfg then report.explain = config.explain(cfg) end
+  report.differences = diffs
 
+  local v = "etcd " .. prof.version
   if flags.json then
     local j = { ok = report.ok, error = report.error, code = report.code, warnings = report.warnings,
-      listeners = report.listeners, certificates = report.certificates }
+      listeners = report.listeners, certificates = report.certificates, notes = report.infos,
+      etcd_version = report.etcd_version, etcd_version_source = report.etcd_version_source,
+      differences = report.differences }
     if report.explain then
       j.explain = {}
       for i, row in ipairs(report.explain) do
@@ -334,6 +459,7 @@ local function cmd_check(args, out, err, env)
     end
     out(log.encode(j), "\n")
   else
+    out("predicting for ", v, " (", how, ")\n")
     if report.explain then
       out("Effective configuration (value, source):\n")
       for _, row in ipairs(report.explain) do out("  ", row.text, "\n") end
@@ -342,6 +468,10 @@ local function cmd_check(args, out, err, env)
       local f = field_text(w.fields)
       out(w.level, ": ", w.text or w.msg, (f ~= "" and not w.text) and (" (" .. f .. ")") or "", "\n")
     end
+    for _, i in ipairs(report.infos) do out("info: ", i.msg, "\n") end
+    for _, d in ipairs(report.differences) do
+      out("difference from etcd", d.key and (" (" .. d.key .. ")") or "", ": ", d.text, "\n")
+    end
     for _, l in ipairs(report.listeners) do
       out("ok: ", l.url, " can be bound (", l.address, l.tls and ", TLS" or "", ")\n")
     end
@@ -349,9 +479,9 @@ local function cmd_check(args, out, err, env)
       out("ok: certificate ", c.file, " valid until ", tostring(c.not_after), "\n")
     end
     if report.ok then
-      out("PASS: etcd would start its peer listeners with this configuration\n")
+      out("PASS: ", v, " would start its peer listeners with this configuration\n")
     else
-      out("FAIL: ", tostring(report.error), "\n")
+      out("FAIL: ", v, " would not start: ", tostring(report.error), "\n")
     end
   end
   if not report.ok then
