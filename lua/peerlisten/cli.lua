@@ -377,12 +377,17 @@ local function cmd_check(args, out, err, env)
   local report = { ok = false, warnings = {}, listeners = {}, certificates = {}, infos = {},
     etcd_version = prof.version, etcd_version_source = how }
   if vwarn then report.warnings[#report.warnings + 1] = { level = "warn", msg = vwarn } end
-  local cfg, msg, code = load_config(vrest, env, prof)
+  local cfg, msg, code, extra = load_config(vrest, env, prof)
+  local diffs = cfg and cfg._differences or (extra and extra.differences) or {}
   if not cfg and code == "EUSAGE" then
+    if flags.json then
+      out(log.encode { ok = false, error = msg, code = code, etcd_version = prof.version,
+        etcd_version_source = how, differences = diffs, warnings = {}, listeners = {}, certificates = {},
+        notes = {} }, "\n")
+    end
     err("peerlisten check: ", msg, "\n", "Run 'peerlisten check --help' for usage.\n")
     return 2
   end
-  local diffs = cfg and cfg._differences or {}
   local capture = log.capture { level = "info" }
   for _, n in ipairs(cfg and cfg._notes or {}) do
     if n.level ~= "info" and n.level ~= "debug" then

@@ -986,6 +986,7 @@ end
 -- @treturn[2] string
 -- @treturn[2] string "ECONFIG", "EUSAGE" for what etcd's flag package
 -- refuses (etcd exits 2), or "EVERSION" for an unknown `etcd_version`
+-- @treturn[2] table `{ differences = }`: differences from etcd applied so far
 function M.load(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'load' (table expected, got " .. type(opts) .. ")", 2) end
   local prof, perr = profile_of(opts.etcd_version)
@@ -1008,7 +1009,7 @@ function M.load(opts)
   if file then
     local filenotes = {}
     local ok, err = read_file(file, raw, sources, filenotes, errors, other, prof, diffs)
-    if not ok then return nil, err, "ECONFIG" end
+    if not ok then return nil, err, "ECONFIG", { differences = diffs } end
     notes[#notes + 1] = { level = "info",
       msg = "loaded server configuration, other configuration command line flags and environment variables "
         .. "will be ignored if provided", fields = { path = file } }
@@ -1022,7 +1023,7 @@ function M.load(opts)
     end
     local err2, code
     cfg, err2, code = build(raw, sources, notes, errors, "file", prof, diffs)
-    if not cfg then return nil, err2, code end
+    if not cfg then return nil, err2, code, { differences = diffs } end
     cfg._file = file
     if cli_raft then cfg._raft_cli = true end
   else
@@ -1064,7 +1065,7 @@ function M.load(opts)
     end
     local err2, code
     cfg, err2, code = build(raw, sources, notes, errors, "load", prof, diffs)
-    if not cfg then return nil, err2, code end
+    if not cfg then return nil, err2, code, { differences = diffs } end
   end
   for k, v in pairs(given) do
     if type(k) == "string" and k:match("^flag:") and k ~= "flag:config-file" then other[k:sub(6)] = v end
