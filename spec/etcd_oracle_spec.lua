@@ -2,6 +2,7 @@
 -- real etcd binary, so that the fixture the check/config specs compare against
 -- cannot drift from what etcd actually does.
 local oracle = require "support.etcd_oracle"
+local helper = require "helper"
 
 local SAMPLE = {
   "one http URL",
@@ -14,9 +15,7 @@ local SAMPLE = {
   "allowed CN and hostname both (https)",
 }
 
-local function pid_alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-end
+local pid_alive = helper.alive
 
 describe("etcd oracle #slow #etcd", function()
   local cases = dofile("spec/fixtures/etcd34_cases.lua")

@@ -8,9 +8,9 @@
 -- @module peerlisten.cli
 
 local peerlisten = require "peerlisten"
-local serve = require "peerlisten.serve"
+local check = require "peerlisten.check"
 local etcd_versions = require "peerlisten.etcd_versions"
-local startup = require "peerlisten.startup"
+local responder = require "peerlisten.responder"
 
 local config = peerlisten.config
 local log = peerlisten.log
@@ -180,7 +180,7 @@ local function version_args(args)
 end
 
 -- The etcd profile to follow: --etcd-version, else the installed etcd's
--- version (--etcd BIN or etcd on PATH), else the newest modelled.
+-- version (--etcd BIN, or etcd on the PATH of env), else the newest modelled.
 local function choose_version(o, env)
   local path
   if type(env) == "table" then path = env.PATH
@@ -205,8 +205,7 @@ local function cmd_serve(args, _, err, env)
     err("peerlisten serve: ", how, "\n")
     return 2
   end
-  args = rest
-  local cfg, msg, code = load_config(args, env, prof)
+  local cfg, msg, code = load_config(rest, env, prof)
   if not cfg then
     err("peerlisten serve: ", msg, "\n")
     if code == "EUSAGE" then err("Run 'peerlisten serve --help' for usage.\n") end
@@ -218,12 +217,12 @@ local function cmd_serve(args, _, err, env)
     return 1
   end
   config.log_notes(cfg, logger)
-  local prev_hook = peerlisten.core.set_log_hook(logger:hook())
+  local prev_hook = peerlisten.set_log_hook(logger:hook())
   -- the probe responder speaks HTTP/1.1: offer that in ALPN instead of etcd's h2
   local peers, perr = peerlisten.configure_peer_listeners(cfg, { logger = logger, tls = { alpn = { "http/1.1" } } })
   if not peers then
     err("peerlisten serve: ", perr, "\n")
-    peerlisten.core.set_log_hook(prev_hook)
+    peerlisten.set_log_hook(prev_hook)
     logger:close()
     return 1
   end
@@ -232,9 +231,9 @@ local function cmd_serve(args, _, err, env)
     got = name
     peerlisten.stop()
   end
-  local hint = peerlisten.core.on_signal("SIGINT", on_signal)
-  local hterm = peerlisten.core.on_signal("SIGTERM", on_signal)
-  peers:serve(serve.handler { logger = logger })
+  local hint = peerlisten.on_signal("SIGINT", on_signal)
+  local hterm = peerlisten.on_signal("SIGTERM", on_signal)
+  peers:serve(responder.handler { logger = logger })
   peerlisten.run()
   if got then
     logger:info("received signal; shutting down", { signal = got == "SIGINT" and "interrupt" or "terminated" })
@@ -246,82 +245,12 @@ local function cmd_serve(args, _, err, env)
   logger:info("closed peer listeners", { name = cfg.name, ["data-dir"] = cfg.data_dir })
   hint:close()
   hterm:close()
-  peerlisten.core.set_log_hook(prev_hook)
+  peerlisten.set_log_hook(prev_hook)
   logger:close()
   return got and 0 or 1
 end
 
 -- check --------------------------------------------------------------------
-
-local function url_hosts(cfg, schemes)
-  local hosts = {}
-  for _, s in ipairs(cfg.listen_peer_urls) do
-    local u = peerlisten.url.parse(s)
-    if u and schemes[u.scheme] and u.host and u.host ~= "" then hosts[#hosts + 1] = u.host end
-  end
-  return hosts
-end
-
-local function contains(list, v)
-  for _, x in ipairs(list or {}) do if x == v then return true end end
-  return false
-end
-
--- Certificate checks beyond what etcd does at startup: warnings only.
--- `auto`: the pair is etcd's auto-TLS one, whose peers verify nothing.
-local function check_certs(cfg, policy_files, warn, certs, auto)
-  local ok, cert = pcall(require, "peerlisten.cert")
-  if not ok then return end
-  local p = policy_files
-  if p.cert_file == "" or p.key_file == "" then return end
-  local info = cert.inspect(p.cert_file)
-  if not info then return end
-  if info.subject == nil then info = info[1] end
-  local entry = { file = p.cert_file, subject = info.subject, not_after = info.not_after_rfc3339,
-    days_left = info.days_left, sans = info.sans }
-  certs[#certs + 1] = entry
-  if auto then return end
-  local mok, merr = cert.matches_key(p.cert_file, p.key_file)
-  if not mok then warn("peer certificate and key do not match", { ["cert-file"] = p.cert_file, error = merr }) end
-  local now = os.time()
-  if info.not_after and info.not_after < now then
-    warn("peer certificate has expired", { ["cert-file"] = p.cert_file, ["not-after"] = info.not_after_rfc3339 })
-  elseif info.not_after and info.not_after - now < 30 * 86400 then
-    warn("peer certificate expires within 30 days",
-      { ["cert-file"] = p.cert_file, ["not-after"] = info.not_after_rfc3339 })
-  elseif info.not_before and info.not_before > now then
-    warn("peer certificate is not valid yet", { ["cert-file"] = p.cert_file })
-  end
-  local sans = info.sans or {}
-  for _, h in ipairs(url_hosts(cfg, { https = true })) do
-    local unspecified = h == "0.0.0.0" or h == "::"
-    if not unspecified and not contains(sans.ip, h) and not contains(sans.dns, h) then
-      warn("peer certificate does not cover the URL host", { ["cert-file"] = p.cert_file, host = h })
-    end
-  end
-  local eku = info.ext_key_usage or {}
-  if #eku > 0 then
-    local function has(u)
-      for _, x in ipairs(eku) do if x:lower():find(u, 1, true) then return true end end
-      return false
-    end
-    if not has("server") then
-      warn("peer certificate lacks the serverAuth extended key usage", { ["cert-file"] = p.cert_file })
-    end
-    if p.client_cert_file == "" and not has("client") then
-      warn("peer certificate lacks the clientAuth extended key usage (peers dial with it)",
-        { ["cert-file"] = p.cert_file })
-    end
-  end
-  if p.trusted_ca_file ~= "" and cert.verify then
-    local vok, verr = cert.verify(p.client_cert_file ~= "" and p.client_cert_file or p.cert_file,
-      p.trusted_ca_file, "client")
-    if not vok then
-      warn("peer client certificate does not verify against the trusted CA",
-        { ["trusted-ca-file"] = p.trusted_ca_file, error = verr })
-    end
-  end
-end
 
 local function field_text(fields)
   local keys = {}
@@ -330,30 +259,6 @@ local function field_text(fields)
   local parts = {}
   for _, k in ipairs(keys) do parts[#parts + 1] = k .. "=" .. log.encode(fields[k]) end
   return table.concat(parts, " ")
-end
-
--- The stages etcd runs after configuring its listeners (and the CRL the
--- listener reads per handshake). Returns nil or the failure message and code;
--- `note(level, msg, fields)` records the rest.
-local function after_listeners(cfg, note, diffs)
-  local ok, e, c = startup.peer_client(cfg)
-  if not ok then return e, c end
-  local crl, cerr, ccode = startup.crl(cfg)
-  if crl == nil then
-    local fields = { ["crl-file"] = cfg.peer_transport_security.crl_file, error = cerr }
-    if startup.mtls(cfg) then
-      diffs[#diffs + 1] = { id = "crl_checked", text = etcd_versions.DIFFERENCES.crl_checked,
-        key = "peer-crl-file" }
-      return ("peer CRL file %s cannot be used (%s): every peer presenting a client certificate would be refused")
-        :format(cfg.peer_transport_security.crl_file, cerr), ccode
-    end
-    note("warn", "peer CRL file cannot be used; a peer presenting a client certificate would be refused", fields)
-  elseif crl then
-    if crl.next_update and crl.next_update < os.time() then
-      note("warn", "peer CRL is past its nextUpdate", { ["crl-file"] = crl.file })
-    end
-  end
-  return nil
 end
 
 local function cmd_check(args, out, err, env)
@@ -365,115 +270,32 @@ local function cmd_check(args, out, err, env)
     else rest[#rest + 1] = a end
   end
   local vo, vrest = version_args(rest)
-  if not vo then
-    err("peerlisten check: ", vrest, "\n", "Run 'peerlisten check --help' for usage.\n")
-    return 2
-  end
-  local prof, how, vwarn = choose_version(vo, env)
+  local prof, how, vwarn
+  if vo then prof, how, vwarn = choose_version(vo, env) end
   if not prof then
-    err("peerlisten check: ", how, "\n", "Run 'peerlisten check --help' for usage.\n")
+    err("peerlisten check: ", vo and how or vrest, "\n", "Run 'peerlisten check --help' for usage.\n")
     return 2
   end
-  local report = { ok = false, warnings = {}, listeners = {}, certificates = {}, infos = {},
-    etcd_version = prof.version, etcd_version_source = how }
-  if vwarn then report.warnings[#report.warnings + 1] = { level = "warn", msg = vwarn } end
   local cfg, msg, code, extra = load_config(vrest, env, prof)
-  local diffs = cfg and cfg._differences or (extra and extra.differences) or {}
-  if not cfg and code == "EUSAGE" then
-    if flags.json then
-      out(log.encode { ok = false, error = msg, code = code, etcd_version = prof.version,
-        etcd_version_source = how, differences = diffs, warnings = {}, listeners = {}, certificates = {},
-        notes = {} }, "\n")
-    end
-    err("peerlisten check: ", msg, "\n", "Run 'peerlisten check --help' for usage.\n")
-    return 2
-  end
-  local capture = log.capture { level = "info" }
-  for _, n in ipairs(cfg and cfg._notes or {}) do
-    if n.level ~= "info" and n.level ~= "debug" then
-      report.warnings[#report.warnings + 1] = { level = n.level, msg = n.msg, fields = n.fields, text = n.text }
-    end
-  end
-  if cfg then
-    local pts = cfg.peer_transport_security
-    local lok, lerr, lcode = startup.log_outputs(cfg)
-    local peers, perr, pcode
-    if lok then
-      peers, perr, pcode = peerlisten.configure_peer_listeners(cfg, { logger = capture })
-    else
-      perr, pcode = lerr, lcode
-    end
-    if peers then
-      for i = 1, #peers do
-        report.listeners[i] = { url = peers[i]:url(), address = peerlisten.bound_address(peers[i]),
-          tls = peers[i]:tls() ~= nil }
-      end
-      local files = {
-        cert_file = pts.cert_file, key_file = pts.key_file, client_cert_file = pts.client_cert_file,
-        trusted_ca_file = pts.trusted_ca_file,
-      }
-      if peers.policy and peers.policy.info then
-        local info = peers.policy:info()
-        files.cert_file, files.key_file = info.cert_file or files.cert_file, info.key_file or files.key_file
-      end
-      peers:close(1)
-      if peers.policy then peers.policy:close() end   -- a preflight keeps nothing open
-      local auto = pts.auto_tls and pts.cert_file == "" and pts.key_file == ""
-      local function note(level, m, f) capture:log(level, m, f) end
-      local aerr, acode = after_listeners(cfg, note, diffs)
-      if aerr then
-        msg, code = aerr, acode
-      else
-        report.ok = true
-        if auto then
-          -- etcd's auto-TLS peers skip certificate verification: usages and
-          -- names of the generated certificate do not matter
-          report.infos[#report.infos + 1] = { level = "info",
-            msg = "peer auto-TLS: peers do not verify each other's certificates (etcd skips verification "
-              .. "for auto-TLS peers)" }
-        end
-        check_certs(cfg, files, function(m, f) capture:warn(m, f) end, report.certificates, auto)
-      end
-    else
-      msg, code = perr, pcode
-      if perr and perr:find("leave no TLS 1.2 cipher suite", 1, true) then
-        diffs[#diffs + 1] = { id = "tls12_without_suite", text = etcd_versions.DIFFERENCES.tls12_without_suite }
-      end
-    end
-  end
-  for _, e in ipairs(capture.entries) do
-    if e.level ~= "info" and e.level ~= "debug" then
-      report.warnings[#report.warnings + 1] = { level = e.level, msg = e.msg, fields = e.fields }
-    end
-  end
-  if not report.ok then report.error, report.code = msg, code end
-  if flags.explain and cfg then report.explain = config.explain(cfg) end
-  report.differences = diffs
+  local report = cfg and peerlisten.check(cfg, { explain = flags.explain })
+    or check.failure(msg, code, { etcd_version = prof.version, differences = extra and extra.differences })
+  report.etcd_version_source = how
+  if vwarn then table.insert(report.warnings, 1, { level = "warn", msg = vwarn }) end
 
-  local v = "etcd " .. prof.version
   if flags.json then
-    local j = { ok = report.ok, error = report.error, code = report.code, warnings = report.warnings,
-      listeners = report.listeners, certificates = report.certificates, notes = report.infos,
-      etcd_version = report.etcd_version, etcd_version_source = report.etcd_version_source,
-      differences = report.differences }
-    if report.explain then
-      j.explain = {}
-      for i, row in ipairs(report.explain) do
-        j.explain[i] = { key = row.yaml, value = row.value, source = row.source }
-      end
-    end
-    out(log.encode(j), "\n")
-  else
+    out(log.encode(report), "\n")
+  elseif code ~= "EUSAGE" then
+    local v = "etcd " .. report.etcd_version
     out("predicting for ", v, " (", how, ")\n")
     if report.explain then
       out("Effective configuration (value, source):\n")
-      for _, row in ipairs(report.explain) do out("  ", row.text, "\n") end
+      for _, row in ipairs(config.explain(cfg)) do out("  ", row.text, "\n") end
     end
     for _, w in ipairs(report.warnings) do
       local f = field_text(w.fields)
       out(w.level, ": ", w.text or w.msg, (f ~= "" and not w.text) and (" (" .. f .. ")") or "", "\n")
     end
-    for _, i in ipairs(report.infos) do out("info: ", i.msg, "\n") end
+    for _, n in ipairs(report.notes) do out("info: ", n.msg, "\n") end
     for _, d in ipairs(report.differences) do
       out("difference from etcd", d.key and (" (" .. d.key .. ")") or "", ": ", d.text, "\n")
     end
@@ -491,6 +313,11 @@ local function cmd_check(args, out, err, env)
   end
   if not report.ok then
     err("peerlisten check: ", tostring(report.error), "\n")
+    -- what etcd's flag package refuses (etcd exits 2 and prints its usage)
+    if code == "EUSAGE" then
+      err("Run 'peerlisten check --help' for usage.\n")
+      return 2
+    end
     return 1
   end
   return 0
@@ -505,7 +332,7 @@ local function validity_of(o)
 end
 
 local function cmd_cert(args, out, err)
-  local cert = require "peerlisten.cert"
+  local cert = peerlisten.cert
   local sub = args[1]
   local logger = log.new { outputs = { function(line) err(line, "\n") end }, sampling = false }
   if sub == "ca" then
@@ -548,7 +375,7 @@ local function cmd_cert(args, out, err)
 end
 
 local function cmd_inspect(args, out, err)
-  local cert = require "peerlisten.cert"
+  local cert = peerlisten.cert
   local json = false
   local files = {}
   for _, a in ipairs(args) do

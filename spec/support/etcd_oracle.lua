@@ -1,4 +1,4 @@
--- spec/support/etcd_oracle.lua: runs the real etcd binary (Debian's 3.4.23) on one case
+-- Runs the real etcd binary (Debian's 3.4.23) on one case
 -- and reports whether it would start its peer listeners, so that peerlisten's
 -- predictions can be compared with etcd itself.
 --
@@ -27,6 +27,7 @@
 -- the file; `raw_yaml = true` writes the text unchanged). `peer_url` names the
 -- advertised peer URL (default http://127.0.0.1:{P1}).
 local socket = require "socket"
+local helper = require "helper"
 
 local M = {}
 M.__index = M
@@ -34,7 +35,7 @@ M.__index = M
 M.ETCD = os.getenv("PEERLISTEN_ETCD") or "/usr/bin/etcd"
 M.TIMEOUT = 10
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q, writefile, pid_alive = helper.q, helper.writefile, helper.alive
 
 local function readfile(path)
   local f = io.open(path, "rb")
@@ -44,11 +45,6 @@ local function readfile(path)
   return s
 end
 
-local function writefile(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
 
 function M.available()
   local f = io.open(M.ETCD, "r")
@@ -211,10 +207,6 @@ local function client_answers(port)
   local line = c:receive("*l")
   c:close()
   return line ~= nil and line:match("^HTTP/1%.%d 200") ~= nil
-end
-
-local function pid_alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
 end
 
 local function kill(pid)

@@ -1,4 +1,4 @@
--- spec/support/gen_etcd34_cases.lua: runs every case below through the real etcd
+-- Runs every case below through the real etcd
 -- (support.etcd_oracle) and writes the inputs with etcd's verdicts to
 -- spec/fixtures/etcd34_cases.lua.  Run from the repository root:
 --   lua5.4 spec/support/gen_etcd34_cases.lua
