@@ -219,6 +219,15 @@ describe("etcd version profiles", function()
       assert.matches("flag provided but not defined: -socket-reuse-port", err, 1, true)
     end)
 
+    it("unixs:// is TLS in peerlisten; from 3.5 etcd serves it plain, a listed difference", function()
+      local cjson = require "cjson"
+      local _, out = run { "check", "--json", "--etcd-version", "3.5", "--listen-peer-urls", "unixs://x.sock:1" }
+      local j = cjson.decode(out)
+      assert.equal("unixs_plain", j.differences[1].id)
+      _, out = run { "check", "--json", "--etcd-version", "3.4", "--listen-peer-urls", "unixs://x.sock:1" }
+      for _, d in ipairs(cjson.decode(out).differences) do assert.not_equal("unixs_plain", d.id) end
+    end)
+
     it("check --etcd-version 3.5 takes --socket-reuse-port", function()
       local port = require("helper").free_port()
       local rc, out = run { "check", "--etcd-version", "3.5", "--socket-reuse-port", "--listen-peer-urls",

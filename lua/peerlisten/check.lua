@@ -191,6 +191,10 @@ function M.check(cfg, opts)
   for _, d in ipairs(cfg._differences or {}) do
     report.differences[#report.differences + 1] = d
   end
+  local prof = cfg._profile or etcd_versions.resolve(report.etcd_version)
+  for _, u in ipairs(cfg._peer_urls) do
+    if u.scheme == "unixs" and not prof.unixs_tls then add_difference(report, "unixs_plain", u.url) end
+  end
   local capture = log.capture { level = "info" }
   -- etcd opens its log outputs while validating, before any listener
   local lok, lerr, lcode = startup.log_outputs(cfg)
