@@ -84,14 +84,15 @@ end
 --- Loads the peer CRL file as the listener does on a handshake.
 -- @tparam table cfg a validated configuration
 -- @treturn[1] table `{ file =, issuer =, revoked =, next_update = }`, or
--- false when no CRL file is configured (or auto-TLS drops it)
+-- false when no CRL file is configured
 -- @treturn[2] nil
 -- @treturn[2] string why it cannot be used (`open <f>: ...`,
 -- `read <f>: is a directory`, `x509: malformed crl`)
 -- @treturn[2] string code
 function M.crl(cfg)
   local pts = cfg.peer_transport_security
-  if pts.crl_file == "" or (pts.auto_tls and pts.cert_file == "" and pts.key_file == "") then return false end
+  -- (auto-TLS keeps the CRL in peerlisten, unlike etcd: it is loaded then too)
+  if pts.crl_file == "" then return false end
   local data, err, code = core.cert_read_file(pts.crl_file)
   if not data then return nil, err, code end
   local info
