@@ -198,9 +198,16 @@ describe("check predicts etcd", function()
       return check(version or "3.4", args)
     end
 
-    it("a good CRL (PEM or DER) passes", function()
+    it("a good CRL (PEM or DER) passes, read as the listener reads it", function()
       assert.equal(0, (with_crl(P:path("revoked.crl"))))
       assert.equal(0, (with_crl(P:path("empty.crl.der"))))
+      local startup = require "peerlisten.startup"
+      local cfg = assert(require("peerlisten.config").new { peer_transport_security = {
+        crl_file = P:path("revoked.crl.der") } })
+      local info = assert(startup.crl(cfg))
+      assert.equal(1, info.revoked)
+      assert.matches("CN=", info.issuer, 1, true)
+      assert.is_number(info.next_update)
     end)
 
     it("missing, empty, garbage, a directory, a DER certificate: FAIL, every mTLS peer would be refused", function()

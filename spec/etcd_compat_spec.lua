@@ -41,7 +41,11 @@ local LIVE = {
 
 local OUTCOME_EXIT = { started = 0, usage = 2, failed = 1 }
 
-local ROOT = io.popen("pwd"):read("l")
+local ROOT do
+  local p = io.popen("pwd")
+  ROOT = p:read("l")
+  p:close()
+end
 
 -- etcd's error without capnslog's wrapper for configuration errors
 local function core_message(m)

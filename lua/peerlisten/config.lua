@@ -18,10 +18,13 @@
 -- variable`, unknown-key warnings), `_sources`, where each value came from
 -- (see `explain`), `_other`, keys etcd knows that do not concern peer
 -- listeners (kept, unused), `_peer_urls`, the listen-peer URLs parsed
--- (`url.parse` tables, in the order of `listen_peer_urls`), and `_file`, the
--- config file path.
--- Failures are `nil, message, "ECONFIG"`; a malformed command line is
--- `nil, message, "EUSAGE"` (the CLI exits 2 for it, as etcd's flag package).
+-- (`url.parse` tables, in the order of `listen_peer_urls`), `_file`, the
+-- config file path, `_etcd_version` and `_profile`, the etcd release whose
+-- rules were applied (peerlisten.etcd_versions), and `_differences`, the
+-- differences from that etcd applied on purpose (`{ id =, text =, key = }`).
+-- Failures are `nil, message, "ECONFIG"`; what etcd's flag package refuses
+-- (unknown flag, malformed value) is `nil, message, "EUSAGE"` (the CLI exits
+-- 2 for it, as etcd does).
 -- @module peerlisten.config
 
 local core = require "peerlisten.core"
