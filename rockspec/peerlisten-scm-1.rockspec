@@ -45,6 +45,7 @@ build = {
     ["peerlisten.cli"] = "lua/peerlisten/cli.lua",
     ["peerlisten.config"] = "lua/peerlisten/config.lua",
     ["peerlisten.etcd_versions"] = "lua/peerlisten/etcd_versions.lua",
+    ["peerlisten.etcd_yaml"] = "lua/peerlisten/etcd_yaml.lua",
     ["peerlisten.log"] = "lua/peerlisten/log.lua",
     ["peerlisten.peers"] = "lua/peerlisten/peers.lua",
     ["peerlisten.responder"] = "lua/peerlisten/responder.lua",
