@@ -360,76 +360,11 @@ local function tls_error(cfg)
   policy:close()
 end
 
--- Builds the validated table. `raw` maps option keys to raw values, `sources`
--- maps option keys to "table"/"file"/"flag"/"env". `notes` collects log
--- entries. `errors` collects messages.
-local function build(raw, sources, notes, errors, mode, prof, diffs)
-  prof = prof or etcd_versions.resolve(etcd_versions.NEWEST)
-  local cfg = { _notes = notes, _sources = {}, _other = {}, _etcd_version = prof.version, _profile = prof,
-    _differences = diffs or {} }
+-- etcd's post-processing and Validate() checks on a built configuration,
+-- under profile `prof`. Collects messages in `errors`; returns true when one
+-- of them is a usage error (exit status 2 for etcd).
+local function validate(cfg, mode, prof, notes, errors, peer_urls)
   local usage = false
-  local peer_urls
-  for _, o in ipairs(OPTIONS) do
-    local opt = o.opt
-    local v, from = raw[opt.key], sources[opt.key]
-    local value
-    if v ~= nil then
-      local shown = (from == "file") and opt.yaml or (from == "flag" and "--" .. opt.flag)
-        or (from == "env" and opt.env) or opt.key
-      if opt.type == "urls" then
-        if type(v) == "string" and v == "" or type(v) == "table" and #v == 0 then
-          v, from = nil, nil
-        else
-          local ok, err = coerce(opt, v, from)
-          if not ok then
-            errors[#errors + 1] = shown .. ": " .. err
-          else
-            local list, perr = url.parse_list(v, url_opts(prof, from))
-            if not list then
-              if from == "file" then
-                errors[#errors + 1] = "unexpected error setting up listen-peer-urls: " .. perr
-              elseif from == "flag" then
-                errors[#errors + 1] = ("invalid value %q for flag -listen-peer-urls: %s"):format(v, perr)
-              elseif from == "env" then
-                errors[#errors + 1] = ("invalid value %q for %s: %s"):format(v, opt.env, perr)
-              else
-                errors[#errors + 1] = "listen_peer_urls: " .. perr
-              end
-            else
-              peer_urls = list
-              value = url.strings(list)
-            end
-          end
-        end
-      else
-        local c, err = coerce(opt, v, from)
-        if (from == "flag" or from == "env") and not prof.allowed_list_flags
-          and (opt.flag == "peer-cert-allowed-cn" or opt.flag == "peer-cert-allowed-hostname") then
-          c = v == "" and {} or { v }   -- one string before etcd 3.5.15: "a,b" is one name
-        end
-        if c == nil then
-          if from == "flag" then
-            errors[#errors + 1] = ("invalid value %q for flag -%s: %s"):format(tostring(v), opt.flag, err)
-          elseif from == "env" then
-            errors[#errors + 1] = ("invalid value %q for %s: %s"):format(tostring(v), opt.env, err)
-          else
-            errors[#errors + 1] = shown .. ": " .. err
-          end
-        else
-          value = c
-        end
-      end
-    end
-    if value == nil and v == nil then from = nil end
-    if value == nil then
-      value = copy(opt.default)
-      if opt.type == "urls" then value = { opt.default } end
-    end
-    set_path(cfg, opt.key, value)
-    cfg._sources[opt.key] = from or "default"
-  end
-
-  -- etcd's post-processing and Validate() checks
   if cfg.self_signed_cert_validity == 0 and cfg._sources.self_signed_cert_validity == "file" then
     cfg.self_signed_cert_validity = 1
   end
@@ -503,6 +438,78 @@ local function build(raw, sources, notes, errors, mode, prof, diffs)
         :format(pts.allowed_cn[1], pts.allowed_hostname[1])
     end
   end
+  return usage
+end
+
+-- Builds the validated table. `raw` maps option keys to raw values, `sources`
+-- maps option keys to "table"/"file"/"flag"/"env". `notes` collects log
+-- entries. `errors` collects messages.
+local function build(raw, sources, notes, errors, mode, prof, diffs)
+  prof = prof or etcd_versions.resolve(etcd_versions.NEWEST)
+  local cfg = { _notes = notes, _sources = {}, _other = {}, _etcd_version = prof.version, _profile = prof,
+    _differences = diffs or {} }
+  local peer_urls
+  for _, o in ipairs(OPTIONS) do
+    local opt = o.opt
+    local v, from = raw[opt.key], sources[opt.key]
+    local value
+    if v ~= nil then
+      local shown = (from == "file") and opt.yaml or (from == "flag" and "--" .. opt.flag)
+        or (from == "env" and opt.env) or opt.key
+      if opt.type == "urls" then
+        if type(v) == "string" and v == "" or type(v) == "table" and #v == 0 then
+          v, from = nil, nil
+        else
+          local ok, err = coerce(opt, v, from)
+          if not ok then
+            errors[#errors + 1] = shown .. ": " .. err
+          else
+            local list, perr = url.parse_list(v, url_opts(prof, from))
+            if not list then
+              if from == "file" then
+                errors[#errors + 1] = "unexpected error setting up listen-peer-urls: " .. perr
+              elseif from == "flag" then
+                errors[#errors + 1] = ("invalid value %q for flag -listen-peer-urls: %s"):format(v, perr)
+              elseif from == "env" then
+                errors[#errors + 1] = ("invalid value %q for %s: %s"):format(v, opt.env, perr)
+              else
+                errors[#errors + 1] = "listen_peer_urls: " .. perr
+              end
+            else
+              peer_urls = list
+              value = url.strings(list)
+            end
+          end
+        end
+      else
+        local c, err = coerce(opt, v, from)
+        if (from == "flag" or from == "env") and not prof.allowed_list_flags
+          and (opt.flag == "peer-cert-allowed-cn" or opt.flag == "peer-cert-allowed-hostname") then
+          c = v == "" and {} or { v }   -- one string before etcd 3.5.15: "a,b" is one name
+        end
+        if c == nil then
+          if from == "flag" then
+            errors[#errors + 1] = ("invalid value %q for flag -%s: %s"):format(tostring(v), opt.flag, err)
+          elseif from == "env" then
+            errors[#errors + 1] = ("invalid value %q for %s: %s"):format(tostring(v), opt.env, err)
+          else
+            errors[#errors + 1] = shown .. ": " .. err
+          end
+        else
+          value = c
+        end
+      end
+    end
+    if value == nil and v == nil then from = nil end
+    if value == nil then
+      value = copy(opt.default)
+      if opt.type == "urls" then value = { opt.default } end
+    end
+    set_path(cfg, opt.key, value)
+    cfg._sources[opt.key] = from or "default"
+  end
+
+  local usage = validate(cfg, mode, prof, notes, errors, peer_urls)
   if #errors > 0 then
     return nil, table.concat(errors, "; "), usage and "EUSAGE" or "ECONFIG"
   end
@@ -781,6 +788,44 @@ local function env_conflict(prof, envname)
     .. '(either unset environment variable or disable flag)'):format(envname)
 end
 
+-- Applies the ETCD_* variables for flags not given (the etcd version's flags
+-- only); returns etcd's conflict error for a variable set next to its flag.
+local function apply_env(env, getenv, given, prof, raw, sources, notes)
+  -- every flag given on the command line: a variable for it that is set
+  -- at all (even empty) is a conflict, in flag-name order as etcd walks them
+  local names = {}
+  for k, v in pairs(given) do
+    if k ~= "flag:config-file" then names[#names + 1] = k:match("^flag:(.*)$") or v end
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local envname = "ETCD_" .. name:upper():gsub("-", "_")
+    if getenv(envname) ~= nil then return env_conflict(prof, envname) end
+  end
+  for _, o in ipairs(OPTIONS) do
+    local opt = o.opt
+    local alias = opt.key == "peer_transport_security.skip_client_san_verification"
+      and "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION" or nil
+    for _, envname in ipairs { opt.env, alias } do
+      local v = getenv(envname)
+      local fname = envname:sub(6):lower():gsub("_", "-")
+      if v and v ~= "" and flag_defined(prof, fname) then
+        notes[#notes + 1] = { level = "info", msg = "recognized and used environment variable",
+          fields = { ["variable-name"] = envname, ["variable-value"] = v } }
+        raw[opt.key], sources[opt.key] = v, "env"
+      end
+    end
+  end
+  for _, name in ipairs(env_names(env)) do
+    local fname = name:sub(6):lower():gsub("_", "-")
+    local known = (ENV_OPT[name] or ENV_OTHER[name]) and flag_defined(prof, fname)
+    if not known and name ~= "ETCD_CONFIG_FILE" then
+      notes[#notes + 1] = { level = "warn", msg = "unrecognized environment variable",
+        fields = { ["environment-variable"] = name .. "=" .. tostring(getenv(name)) } }
+    end
+  end
+end
+
 --- Loads a configuration as the etcd binary does.
 -- With a config file (`file`, `--config-file` in `args`, or `ETCD_CONFIG_FILE`)
 -- the file is used and other flags and environment variables are ignored
@@ -848,39 +893,8 @@ function M.load(opts)
   else
     for k, v in pairs(flagraw) do raw[k], sources[k] = v, "flag" end
     if opts.env then
-      -- every flag given on the command line: a variable for it that is set
-      -- at all (even empty) is a conflict, in flag-name order as etcd walks them
-      local names = {}
-      for k, v in pairs(given) do
-        if k ~= "flag:config-file" then names[#names + 1] = k:match("^flag:(.*)$") or v end
-      end
-      table.sort(names)
-      for _, name in ipairs(names) do
-        local envname = "ETCD_" .. name:upper():gsub("-", "_")
-        if getenv(envname) ~= nil then return nil, env_conflict(prof, envname), "ECONFIG" end
-      end
-      for _, o in ipairs(OPTIONS) do
-        local opt = o.opt
-        local alias = opt.key == "peer_transport_security.skip_client_san_verification"
-          and "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION" or nil
-        for _, envname in ipairs { opt.env, alias } do
-          local v = getenv(envname)
-          local fname = envname:sub(6):lower():gsub("_", "-")
-          if v and v ~= "" and flag_defined(prof, fname) then
-            notes[#notes + 1] = { level = "info", msg = "recognized and used environment variable",
-              fields = { ["variable-name"] = envname, ["variable-value"] = v } }
-            raw[opt.key], sources[opt.key] = v, "env"
-          end
-        end
-      end
-      for _, name in ipairs(env_names(opts.env)) do
-        local fname = name:sub(6):lower():gsub("_", "-")
-        local known = (ENV_OPT[name] or ENV_OTHER[name]) and flag_defined(prof, fname)
-        if not known and name ~= "ETCD_CONFIG_FILE" then
-          notes[#notes + 1] = { level = "warn", msg = "unrecognized environment variable",
-            fields = { ["environment-variable"] = name .. "=" .. tostring(getenv(name)) } }
-        end
-      end
+      local eerr = apply_env(opts.env, getenv, given, prof, raw, sources, notes)
+      if eerr then return nil, eerr, "ECONFIG", { differences = diffs } end
     end
     local err2, code
     cfg, err2, code = build(raw, sources, notes, errors, "load", prof, diffs)
