@@ -34,12 +34,13 @@ M.tls = {
   cipher_suites = function() return core.cipher_suites() end,
 }
 
--- peerlisten.cert is loaded on first use (lua/peerlisten/cert.lua).
+-- peerlisten.cert and peerlisten.cluster are loaded on first use.
+local LAZY = { cert = "peerlisten.cert", cluster = "peerlisten.cluster" }
 setmetatable(M, { __index = function(t, k)
-  if k == "cert" then
-    local cert = require "peerlisten.cert"
-    rawset(t, "cert", cert)
-    return cert
+  if LAZY[k] then
+    local mod = require(LAZY[k])
+    rawset(t, k, mod)
+    return mod
   end
 end })
 
