@@ -717,15 +717,24 @@ function M.init(src, opts)
   local ok
   ok, err, code = same_cluster(d, L)
   if not ok then return nil, err, code end
-  ok, err, code = prim.mkdir(L.dir, OCTAL_700)
+  local made = { files = {}, dirs = {}, new_dirs = {} }
+  -- directories made by this run are removed again on failure (only when still empty)
+  local function mkdir(path)
+    if prim.stat(path) then return prim.mkdir(path, OCTAL_700) end
+    local mok, merr, mcode = prim.mkdir(path, OCTAL_700)
+    if mok then made.new_dirs[#made.new_dirs + 1] = path end
+    return mok, merr, mcode
+  end
+  ok, err, code = mkdir(L.dir)
   if not ok then return nil, err, code end
 
   local stage = L.dir .. "/.staging-" .. random_hex(4)
-  local made = { files = {}, dirs = { stage } }
+  made.dirs[#made.dirs + 1] = stage
   ok, err, code = prim.mkdir(stage, OCTAL_700)
   if not ok then return nil, err, code end
   local function fail(e, c)
     remove_tree(made.files, made.dirs)
+    remove_tree({}, made.new_dirs)
     return nil, e, c
   end
 
@@ -754,10 +763,10 @@ function M.init(src, opts)
   end
   -- everything was made: move it into place (each rename is atomic)
   for _, m in ipairs(d.members) do
-    ok, err, code = prim.mkdir(L.members[m.name].dir, OCTAL_700)
+    ok, err, code = mkdir(L.members[m.name].dir)
     if not ok then return fail(err, code) end
   end
-  ok, err, code = prim.mkdir(L.dir .. "/client", OCTAL_700)
+  ok, err, code = mkdir(L.dir .. "/client")
   if not ok then return fail(err, code) end
   for _, mv in ipairs(moves) do
     local rok, rerr = os.rename(mv[1], mv[2])
