@@ -98,7 +98,7 @@ test: deps all
 	$(run_suite)
 
 lint:
-	$(LUACHECK) -q $(wildcard lua spec bin)
+	$(LUACHECK) -q $(wildcard lua spec bin examples)
 	$(CPPCHECK) --quiet --error-exitcode=1 --enable=warning,portability \
 	  --inline-suppr --std=c99 -Icsrc --suppress=missingIncludeSystem csrc
 

@@ -54,6 +54,12 @@ describe("peerlisten.cluster", function()
       assert.is_true(d.tls.peer_client_cert_auth)
       assert.same({ "127.0.0.1", "m1.local.test" }, d.members[1].addresses)
       assert.equal("etcd-cluster-demo", cluster.validate(desc()).token)
+      -- loopback members other than 127.0.0.1 dial from 127.0.0.1; explicit source-addresses win
+      assert.same({}, d.members[1].source_addresses)
+      assert.same({ "127.0.0.1" }, d.members[2].source_addresses)
+      local t = desc()
+      t.members[2]["source-addresses"] = { "10.1.1.1" }
+      assert.same({ "10.1.1.1" }, cluster.validate(t).members[2].source_addresses)
     end)
 
     it("names the member and the key of each problem, all of them at once", function()
@@ -131,7 +137,9 @@ describe("peerlisten.cluster", function()
       assert.are_not.equal(ca1.subject, cert.inspect(other.layout.ca).subject)
       -- peer: every address of the member; client: clientAuth only, no SANs
       local peer = cert.inspect(dir .. "/m2/peer.pem")
-      assert.same({ "127.0.0.2" }, peer.sans.ip)
+      -- on one machine m2 dials from 127.0.0.1 (lo's primary address), so its peer cert covers that too
+      assert.same({ "127.0.0.2", "127.0.0.1" }, peer.sans.ip)
+      assert.same({ "127.0.0.2" }, cert.inspect(dir .. "/m2/server.pem").sans.ip)
       assert.same({ "m2.local.test" }, peer.sans.dns)
       assert.same({ "serverAuth", "clientAuth" }, peer.ext_key_usage)
       local client = cert.inspect(dir .. "/client/etcdctl.pem")

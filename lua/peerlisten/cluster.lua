@@ -238,6 +238,16 @@ local function check_member(m, i, d, names, seen, errs)
       end
     end
   end
+  if m["source-addresses"] == nil then
+    -- on one machine, Linux dials 127.0.0.0/8 addresses from lo's primary address 127.0.0.1:
+    -- that is what the other members see, and check against the peer certificate's SANs
+    for _, a in ipairs(mem.addresses) do
+      if a:match("^127%.") and not addrs["ip 127.0.0.1"] then
+        mem.source_addresses = { "127.0.0.1" }
+        break
+      end
+    end
+  end
   mem.peer_urls = check_urls(m, "peer-urls", where, addrs, seen, errs)
   mem.client_urls = check_urls(m, "client-urls", where, addrs, seen, errs)
   d.members[#d.members + 1] = mem
