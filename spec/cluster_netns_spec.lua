@@ -82,12 +82,15 @@ local function alive(pid)
   return ok
 end
 
-local function stop(pid)
-  if not pid then return end
-  helper.kill(pid)
+-- Stops the given process groups: SIGTERM to all at once, SIGKILL to any still there after 15 s.
+local function stop(...)
+  local list = { ... }
+  for _, pid in pairs(list) do helper.kill(pid) end
   local deadline = socket.gettime() + 15
-  while alive(pid) and socket.gettime() < deadline do socket.sleep(0.1) end
-  if alive(pid) then run(("kill -KILL -%d 2>/dev/null"):format(pid)) end
+  for _, pid in pairs(list) do
+    while alive(pid) and socket.gettime() < deadline do socket.sleep(0.1) end
+    if alive(pid) then run(("kill -KILL -%d 2>/dev/null"):format(pid)) end
+  end
 end
 
 -- etcdctl inside namespace i with the generated environment file.
@@ -149,7 +152,7 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
 
   teardown(function()
     stage("stop members, remove namespaces", function()
-      for i = 1, 3 do stop(pids[i]) end
+      stop(pids[1], pids[2], pids[3])
       teardown_net()
     end)
     local left = run("ip netns list")
@@ -158,8 +161,8 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
     assert(not left:find(PREFIX, 1, true), "namespaces left behind: " .. left)
   end)
 
-  local function start(i)
-    local f = ("%s/m%d"):format(dir, i)
+  local function start(i, from)
+    local f = ("%s/m%d"):format(from or dir, i)
     pids[i] = helper.bg(NOPRELOAD .. ("exec ip netns exec %s /usr/bin/etcd --config-file %s")
       :format(NS[i], q(f .. "/etcd.yaml")), f .. "/etcd.log")
   end
@@ -248,5 +251,33 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
     local want
     for _, row in ipairs(after) do if row.id == "m2 peer" then want = row.sha256 end end
     assert.equal(want, served:match("=([%x:]+)"):gsub(":", ""):lower())
+  end)
+
+  it("shows that what the static check flags is what etcd rejects: a peer certificate without its address",
+    function()
+    stage("stop the healthy cluster", function()
+      stop(pids[1], pids[2], pids[3])
+    end)
+    -- broken1 is "a member certificate without its address" (m2), made by the test above
+    local bdir = tmp .. "/broken1"
+    assert.is_false(cluster.check(bdir, { matrix = false }).ok)
+    local seen = stage("etcd x3 from the broken directory -> rejection", function()
+      for i = 1, 3 do start(i, bdir) end
+      return wait_for("a member rejecting m2's certificate", 30, function()
+        for _, i in ipairs { 1, 3 } do
+          local text = helper.readfile(("%s/m%d/etcd.log"):format(bdir, i))
+          for line in text:gmatch("[^\n]+") do
+            -- etcd checks the dialling peer's certificate against the connection's source address
+            if line:find('"msg":"rejected connection"', 1, true) and line:find(addr(2) .. ":", 1, true)
+              and line:find("m2.example.invalid", 1, true) then
+              return true, line
+            end
+          end
+        end
+        return false, "no rejection naming m2's certificate yet; m1's and m2's logs end:\n"
+          .. helper.sh(("tail -c 1500 %s/m1/etcd.log; tail -c 1500 %s/m2/etcd.log"):format(q(bdir), q(bdir)))
+      end)
+    end)
+    assert.matches("does not match", seen)
   end)
 end)
