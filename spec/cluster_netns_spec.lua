@@ -179,6 +179,15 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
       assert.is_true(c.ok, ("%s %s: %s"):format(tostring(c.member), c.check, tostring(c.reason)))
     end
     assert.is_true(report.ok)
+    -- each member's own preflight in its namespace: binds its peer URL, builds its TLS policy
+    stage("cluster check --preflight, per namespace", function()
+      for i = 1, 3 do
+        local out, ok = run(("ip netns exec %s lua5.4 bin/peerlisten cluster check %s --preflight --member m%d")
+          :format(NS[i], q(dir), i))
+        assert.is_true(ok, out)
+        assert.matches(("ok%%s+m%d%%s+preflight"):format(i), out)
+      end
+    end)
     local rows = assert(cluster.status(dir))
     assert.equal(8, #rows)
   end)

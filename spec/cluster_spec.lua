@@ -299,6 +299,33 @@ describe("peerlisten.cluster", function()
       end)
     end
 
+    it("--preflight runs each member's peerlisten check on its etcd.yaml, strict", function()
+      local d = { name = "pf", ["etcd-version"] = "3.4", members = {} }
+      for i = 1, 2 do
+        d.members[i] = { name = "p" .. i, addresses = { "127.0.0.1" },
+          ["peer-urls"] = { "https://127.0.0.1:" .. helper.free_port() },
+          ["client-urls"] = { "https://127.0.0.1:" .. helper.free_port() } }
+      end
+      local dir = tmp .. "/pf"
+      assert(cluster.init(d, { out = dir }))
+      local r = assert(cluster.check(dir, { matrix = false, preflight = true, members = { "p2" } }))
+      assert.is_true(r.ok)
+      local cell = r.cells[#r.cells]
+      assert.same({ member = "p2", check = "preflight", ok = true }, cell)
+      -- a peer certificate without clientAuth: the member's own check warns, the cell fails
+      local report = broken.run(broken.cases[3], d, tmp .. "/pf-broken")
+      assert.is_false(report.ok)
+      r = assert(cluster.check(tmp .. "/pf-broken", { matrix = false, preflight = true }))
+      local found
+      for _, c in ipairs(r.cells) do
+        if c.check == "preflight" then
+          assert.equal(c.member == "p1", c.ok, tostring(c.reason))
+          if not c.ok then found = c.reason end
+        end
+      end
+      assert.matches("clientAuth", found)
+    end)
+
     it("refuses a directory that was not made by init", function()
       local ok, err, code = cluster.check(tmp)
       assert.is_nil(ok)

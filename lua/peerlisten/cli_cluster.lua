@@ -22,7 +22,7 @@ Commands:
       --member limits the renewal to that member (repeatable).
   status DIR [--json]
       Expiry of every certificate.
-  check DIR [--json]
+  check DIR [--json] [--preflight] [--member NAME]
       Static checks of every certificate and etcd.yaml (SANs, usages, issuer,
       initial-cluster), then the member-to-member probe matrix when available.
 
@@ -40,9 +40,17 @@ local HELP = {
     .. "kept); --member NAME limits that to NAME's certificates. One progress line per step on stderr.\n",
   status = "Usage: peerlisten cluster status DIR [--json]\n\nShows subject, expiry and days left of every "
     .. "certificate in DIR.\n",
-  check = "Usage: peerlisten cluster check DIR [--json]\n\nPer member: peer and server certificate (key, issuer, "
-    .. "usages, SANs incl. dial source, validity),\netcd.yaml (name, initial-cluster, files). Then the probe "
-    .. "matrix when peerlisten.dial exists.\nEvery failed cell is printed with member, check and reason.\n",
+  check = [[
+Usage: peerlisten cluster check DIR [--json] [--preflight] [--member NAME]
+
+Per member: peer and server certificate (key, signed by the cluster CA, usages,
+SANs incl. the dial source, validity), etcd.yaml (name, initial-cluster, files);
+the client certificate. Then the probe matrix when peerlisten.dial exists.
+Every failed cell is printed with member, check and reason; exit 1 if any.
+  --preflight    also each member's `peerlisten check` on its etcd.yaml (binds
+                 its peer URLs; any warning fails)
+  --member NAME  the members on this host, for --preflight and the matrix
+]],
 }
 
 -- Parses options: spec name -> "flag" | "value" | "list". Returns opts, positional or nil, err.
@@ -166,10 +174,10 @@ local function cmd_status(args, out, err)
 end
 
 local function cmd_check(args, out, err)
-  local o, pos = getopt(args, { json = "flag" })
+  local o, pos = getopt(args, { json = "flag", preflight = "flag", member = "list" })
   if not o then return usage(err, "check", pos) end
   if #pos ~= 1 then return usage(err, "check", "exactly one DIR expected") end
-  local r, cerr, code = cluster.check(pos[1])
+  local r, cerr, code = cluster.check(pos[1], { preflight = o.preflight, members = o.member })
   if not r then return fail(err, "check", cerr, code) end
   if o.json then
     out(log.encode { ok = r.ok, cells = r.cells, matrix = r.matrix, matrix_error = r.matrix_error }, "\n")

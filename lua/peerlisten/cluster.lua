@@ -996,9 +996,37 @@ function M.probe_matrix(dir, opts)
   return report
 end
 
+-- Each (local) member's own preflight, strict: peerlisten.check on its etcd.yaml (binds its peer
+-- URLs, builds its TLS policy, checks its certificate); any warning fails the cell.
+local function preflight(report, members)
+  local config = require "peerlisten.config"
+  local pcheck = require "peerlisten.check"
+  local only
+  if members then
+    only = {}
+    for _, n in ipairs(members) do only[n] = true end
+  end
+  for _, m in ipairs(report.description.members) do
+    if not only or only[m.name] then
+      local f = report.layout.members[m.name]
+      local cfg, err = config.load { file = f.config }
+      local r = cfg and pcheck.check(cfg) or pcheck.failure(err, "ECONFIG")
+      local why = {}
+      if not r.ok then why[1] = tostring(r.error) end
+      for _, w in ipairs(r.warnings) do why[#why + 1] = w.text or w.msg end
+      local ok = #why == 0
+      report.ok = report.ok and ok
+      report.cells[#report.cells + 1] = { member = m.name, check = "preflight", ok = ok,
+        reason = not ok and table.concat(why, "; ") or nil }
+    end
+  end
+end
+
 --- `cluster check`: the static checks, then (unless `opts.matrix == false`) the probe matrix.
 -- @tparam string dir
--- @tparam[opt] table opts `matrix` (false to skip), and `probe_matrix`'s options
+-- @tparam[opt] table opts `matrix` (false to skip), `preflight` (true: also each member's
+--   `peerlisten.check` on its etcd.yaml, which binds its peer URLs: only for members whose addresses
+--   are on this host, named in `members`), and `probe_matrix`'s options
 -- @treturn[1] table `{ ok, cells, matrix = <probe_matrix report or nil>, matrix_error = why it did not run }`
 -- @treturn[2] nil
 -- @treturn[2] string message
@@ -1007,6 +1035,7 @@ function M.check(dir, opts)
   opts = opts or {}
   local report, err, code = M.check_static(dir)
   if not report then return nil, err, code end
+  if opts.preflight then preflight(report, opts.members) end
   if opts.matrix ~= false then
     local mx, merr, mcode = M.probe_matrix(dir, opts)
     if mx then
