@@ -120,6 +120,26 @@ local function healthy(dir, i)
   return n == 3 and not out:find("unhealthy"), out
 end
 
+-- A dial function for cluster.probe_matrix built from openssl s_client, run in the namespace that
+-- owns the source address: a TLS handshake with the dialling member's peer credentials (server
+-- name checked against the URL's IP), then GET /health through it.
+local function openssl_dial(u, o)
+  local host, port = u:match("^https://([%d.]+):(%d+)$")
+  local ns
+  for i = 1, 3 do if addr(i) == o.source then ns = NS[i] end end
+  assert(ns, "no namespace owns " .. tostring(o.source))
+  local out = run(("printf 'GET /health HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n' | "
+    .. "ip netns exec %s timeout %d openssl s_client -quiet -connect %s:%s -cert %s -key %s -CAfile %s "
+    .. "-verify_return_error -verify_ip %s"):format(host, ns, o.timeout or 5, host, port, q(o.cert_file),
+    q(o.key_file), q(o.trusted_ca_file), host))
+  if out:find('"health":"true"', 1, true) then return { close = function() end } end
+  local why = out:match("verify error:[^\n]*") or out:match("alert [^\n:]*")
+  if not why and (out:find("unexpected eof", 1, true) or not out:find("HTTP/1", 1, true)) then
+    why = "the server closed the connection after the handshake (it rejected this member's certificate)"
+  end
+  return nil, why or ("no health answer: " .. out:gsub("%s+", " "):sub(1, 200))
+end
+
 local function description()
   local members = {}
   for i = 1, 3 do
@@ -128,7 +148,7 @@ local function description()
       ["client-urls"] = { ("https://%s:2379"):format(addr(i)) } }
   end
   return { name = "plc" .. PID, ["etcd-version"] = "3.4", members = members,
-    tls = { ["cert-validity-days"] = 30 } }
+    tls = { ["cert-validity-days"] = 90 } }
 end
 
 describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #netns", function()
@@ -192,6 +212,39 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
     assert.equal(8, #rows)
   end)
 
+  -- peerlisten serve in each member's namespace from its etcd.yaml, the matrix, then stop them
+  local function matrix_of(from)
+    local serving = {}
+    for i = 1, 3 do
+      local f = ("%s/m%d"):format(from, i)
+      serving[i] = helper.bg(NOPRELOAD .. ("exec ip netns exec %s lua5.4 bin/peerlisten serve --config-file %s")
+        :format(NS[i], q(f .. "/etcd.yaml")), f .. "/serve.log")
+    end
+    local ok, report = pcall(function()
+      -- wait until every member listens (a plain TCP connect from its own namespace)
+      wait_for("peerlisten serve listening x3", 20, function()
+        for i = 1, 3 do
+          local _, up = run(("ip netns exec %s bash -c %s"):format(NS[i],
+            q(("exec 3<>/dev/tcp/%s/2380"):format(addr(i)))))
+          if not up then return false, "m" .. i .. " not listening yet" end
+        end
+        return true
+      end)
+      return assert(cluster.probe_matrix(from, { dial = openssl_dial }))
+    end)
+    stop(serving[1], serving[2], serving[3])
+    if not ok then error(report, 0) end
+    return report
+  end
+
+  it("runs the probe matrix: each member's listeners in its namespace, every member probing every other", function()
+    local report = stage("probe matrix 3x3 (serve + s_client)", function() return matrix_of(dir) end)
+    assert.equal(6, #report.cells)
+    for _, c in ipairs(report.cells) do
+      assert.is_true(c.ok, ("%s -> %s: %s"):format(c.from, c.to, tostring(c.reason)))
+    end
+  end)
+
   it("catches each broken-on-purpose directory with member, check and reason", function()
     stage("broken on purpose (4 cases)", function()
       for n, case in ipairs(broken.cases) do
@@ -208,6 +261,21 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
         assert.is_true(found, case.name .. ": no failed cell matching " .. want.reason)
       end
     end)
+  end)
+
+  it("the probe matrix of the broken 'certificate without its address' directory fails the cells of m2", function()
+    local report = stage("probe matrix 3x3 on broken1", function() return matrix_of(tmp .. "/broken1") end)
+    assert.is_false(report.ok)
+    local shown = {}
+    for _, c in ipairs(report.cells) do
+      shown[#shown + 1] = ("  %s -> %s %s %s"):format(c.from, c.to, c.ok and "ok" or "FAIL", c.reason or "")
+    end
+    print("\nprobe matrix of broken1 (m2's certificate lacks its address):\n" .. table.concat(shown, "\n"))
+    for _, c in ipairs(report.cells) do
+      local involves_m2 = c.from == "m2" or c.to == "m2"
+      assert.equal(not involves_m2, c.ok, ("%s -> %s: %s"):format(c.from, c.to, tostring(c.reason)))
+      if not c.ok then assert.is_string(c.reason) end
+    end
   end)
 
   it("starts three real etcd members from the generated files: healthy, 3 started, put/get", function()
@@ -232,8 +300,8 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
 
   it("renews one member's certificates with init --renew-within, restarts it, stays healthy", function()
     local before = assert(cluster.status(dir))
-    stage("renew m2 (init --renew-within 60d)", function()
-      assert(cluster.init(description(), { out = dir, renew_within = 60 * 86400, members = { "m2" } }))
+    stage("renew m2 (init --renew-within 120d)", function()
+      assert(cluster.init(description(), { out = dir, renew_within = 120 * 86400, members = { "m2" } }))
     end)
     local after = assert(cluster.status(dir))
     for i, row in ipairs(after) do

@@ -949,6 +949,15 @@ function M.check_static(dir)
   return report
 end
 
+-- The address a member dials from: its first source address, else its first IP address.
+local function source_of(m)
+  if m.source_addresses[1] then return m.source_addresses[1] end
+  for _, a in ipairs(m.addresses) do
+    if prim.ip(a) then return a end
+  end
+  return nil
+end
+
 --- The N×N probe matrix: every member dials every other member's peer URLs with its own peer
 -- credentials. Needs `peerlisten.dial`, which this build may not have yet.
 -- @tparam string dir
@@ -983,7 +992,7 @@ function M.probe_matrix(dir, opts)
         if to ~= from then
           for _, u in ipairs(to.peer_urls) do
             local conn, err = dial(u, { cert_file = f.peer, key_file = f.peer_key, trusted_ca_file = L.ca,
-              timeout = opts.timeout or 5, source = from.source_addresses[1] })
+              timeout = opts.timeout or 5, source = source_of(from) })
             if conn then conn:close() end
             if not conn then report.ok = false end
             report.cells[#report.cells + 1] = { from = from.name, to = to.name, url = u, ok = conn ~= nil,
