@@ -548,7 +548,8 @@ static int cert_crl_info (lua_State *L) {
   size_t len;
   const char *data = luaL_checklstring(L, 1, &len);
   cert_scratch *s = cert_scratch_new(L);
-  const ASN1_TIME *t;
+  char name[512];
+  time_t when = 0;
   STACK_OF(X509_REVOKED) *rev;
   ERR_clear_error();
   if (len >= 10 && strstr(data, "-----BEGIN") != NULL) {
@@ -561,17 +562,18 @@ static int cert_crl_info (lua_State *L) {
   }
   if (s->crl == NULL)
     return cert_fail(L, s, "ECERT", "x509: malformed crl");
-  BIO_free(s->bio);
-  s->bio = BIO_new(BIO_s_mem());
-  if (s->bio == NULL)
-    return cert_sslfail(L, s, "cannot read the CRL");
   lua_createtable(L, 0, 4);
-  cert_push_name(L, s->bio, X509_CRL_get_issuer(s->crl));
+  x509_name_str(X509_CRL_get_issuer(s->crl), name, sizeof name);
+  lua_pushstring(L, name);
   lua_setfield(L, -2, "issuer");
-  t = X509_CRL_get0_lastUpdate(s->crl);
-  if (t != NULL) { lua_pushinteger(L, cert_epoch(t)); lua_setfield(L, -2, "this_update"); }
-  t = X509_CRL_get0_nextUpdate(s->crl);
-  if (t != NULL) { lua_pushinteger(L, cert_epoch(t)); lua_setfield(L, -2, "next_update"); }
+  if (x509_epoch(X509_CRL_get0_lastUpdate(s->crl), &when)) {
+    lua_pushinteger(L, (lua_Integer)when);
+    lua_setfield(L, -2, "this_update");
+  }
+  if (x509_epoch(X509_CRL_get0_nextUpdate(s->crl), &when)) {
+    lua_pushinteger(L, (lua_Integer)when);
+    lua_setfield(L, -2, "next_update");
+  }
   rev = X509_CRL_get_REVOKED(s->crl);
   lua_pushinteger(L, rev != NULL ? sk_X509_REVOKED_num(rev) : 0);
   lua_setfield(L, -2, "revoked");
