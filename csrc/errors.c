@@ -1,6 +1,6 @@
 /*
 ** errors.c: fail-triple pushers (libuv, OpenSSL) and pl_pcall.
-** No userdata here.  Owned by the core helper.
+** No userdata here: every C file reports failures through these.
 */
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +30,33 @@ int pl_uverror (lua_State *L, const char *what, int uverr) {
     lua_pushstring(L, uv_strerror(uverr));
   lua_pushstring(L, uv_err_name(uverr));
   return 3;
+}
+
+static int uverror_v (lua_State *L, int uverr, const char *fmt, va_list ap) {
+  luaL_pushfail(L);
+  lua_pushvfstring(L, fmt, ap);
+  lua_pushfstring(L, ": %s", uv_strerror(uverr));
+  lua_concat(L, 2);
+  lua_pushstring(L, uv_err_name(uverr));
+  return 3;
+}
+
+int pl_uverrorf (lua_State *L, int uverr, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = uverror_v(L, uverr, fmt, ap);
+  va_end(ap);
+  return n;
+}
+
+int pl_syserrorf (lua_State *L, int err, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = uverror_v(L, uv_translate_sys_error(err), fmt, ap);
+  va_end(ap);
+  return n;
 }
 
 void pl_ssl_errstr (char *buf, size_t len) {

@@ -1,8 +1,8 @@
 /*
 ** listener.c: the peerlisten.Listener userdata: TCP (IPv4/IPv6, host names
 ** resolved like Go's net.Listen) and unix sockets, socket options, accept,
-** serve (one coroutine per connection) and draining close.  Owned by the
-** core helper.
+** serve (one coroutine per connection) and draining close; etcd's log line
+** and the counters for refused TLS connections.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +46,10 @@ typedef struct listener {
   pl_waiter aw;            /* accept */
   pl_waiter cw;            /* close(timeout) draining */
   pl_group g;
+  long accepted;           /* connections that passed every check */
+  long handshake_failures;
+  int logger_ref;          /* registry ref of the logger function or LUA_NOREF */
+  int rejected_ref;        /* registry ref of the rejected[reason] table */
   char *path;              /* unix socket file we created (malloc'ed) */
   dev_t sock_dev;
   ino_t sock_ino;
@@ -56,10 +60,6 @@ typedef struct listener {
 } listener;
 
 static const char selfs_key = 'W';   /* registry: weak table pointer -> userdata */
-
-static void free_handle (uv_handle_t *h) {
-  free(h);
-}
 
 static listener *listener_check (lua_State *L, int idx) {
   return (listener *)luaL_checkudata(L, idx, PL_LISTENER_MT);
@@ -133,7 +133,7 @@ static int serve_trampoline_k (lua_State *L, int status, lua_KContext ctx) {
     lua_createtable(L, 0, 1);
     lua_insert(L, -2);
     lua_setfield(L, -2, "error");
-    pl_log(L, l->released ? LUA_NOREF : l->g.logger_ref, "error",
+    pl_log(L, l->released ? LUA_NOREF : l->logger_ref, "error",
            "connection handler failed");
   }
   lua_settop(L, 2);
@@ -164,6 +164,7 @@ static int serve_trampoline (lua_State *L) {   /* l conn */
 
 static void group_on_ready (pl_group *g, pl_conn *c) {
   listener *l = (listener *)g->owner;
+  l->accepted++;
   if (l->serving && l->anchor_ref != LUA_NOREF) {
     lua_State *L = pl_mainthread(l->loop);
     if (l->npark > 0) {   /* reuse a parked coroutine */
@@ -185,6 +186,84 @@ static void group_on_ready (pl_group *g, pl_conn *c) {
   }
   pl_group_push_ready(g, c);
   pl_wake(l->loop, &l->aw, PL_DONE);   /* last: may run Lua */
+}
+
+/* ---- what happens to TLS connections: etcd's log lines and our counters ---- */
+
+/* Routes the policy's pending warnings (reload failures, stale CRL) to the
+** listener's logger. */
+static void route_pending_logs (lua_State *L, listener *l) {
+  int i, n;
+  if (l->released || l->g.tls == NULL) return;
+  pl_tls_push_pending_logs(L, l->g.tls);
+  if (!lua_istable(L, -1)) { lua_pop(L, 1); return; }
+  n = (int)luaL_len(L, -1);
+  for (i = 1; i <= n; i++) {
+    const char *level, *msg;
+    lua_rawgeti(L, -1, i);                    /* logs e */
+    lua_getfield(L, -1, "level");
+    lua_getfield(L, -2, "msg");
+    level = lua_tostring(L, -2);
+    msg = lua_tostring(L, -1);
+    lua_pushnil(L);                           /* e's other keys are the fields */
+    lua_setfield(L, -4, "level");
+    lua_pushnil(L);
+    lua_setfield(L, -4, "msg");
+    lua_pushvalue(L, -3);                     /* logs e level msg e */
+    pl_log(L, l->logger_ref, level ? level : "warn", msg ? msg : "");
+    lua_pop(L, 3);
+  }
+  lua_pop(L, 1);
+}
+
+static void count_rejected (lua_State *L, listener *l, const char *reason) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, l->rejected_ref);
+  if (lua_istable(L, -1)) {
+    lua_Integer n;
+    lua_getfield(L, -1, reason);
+    n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushinteger(L, n + 1);
+    lua_setfield(L, -2, reason);
+  }
+  lua_pop(L, 1);
+}
+
+/* Logs etcd's "rejected connection" warning and counts it (the listener
+** stays anchored while c handshakes; conn.c closes c afterwards). */
+static void group_on_reject (pl_group *g, pl_conn *c, const char *reason,
+                             const char *msg, int handshake) {
+  listener *l = (listener *)g->owner;
+  lua_State *L = pl_mainthread(l->loop);
+  SSL *ssl = pl_conn_ssl(c);
+  const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+  char remote[64];
+  if (handshake) l->handshake_failures++;
+  lua_checkstack(L, 8);
+  count_rejected(L, l, reason);
+  lua_createtable(L, 0, 7);
+  pl_conn_remote(c, remote, sizeof(remote));
+  lua_pushstring(L, remote);
+  lua_setfield(L, -2, "remote-addr");
+  lua_pushstring(L, sni ? sni : "");
+  lua_setfield(L, -2, "server-name");
+  if (ssl != NULL) {
+    pl_tls_push_peer_names(L, ssl);
+    lua_setfield(L, -3, "dns-names");
+    lua_setfield(L, -2, "ip-addresses");
+  }
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "error");
+  lua_pushstring(L, reason);
+  lua_setfield(L, -2, "reason");
+  pl_log(L, l->logger_ref, "warn", "rejected connection");
+  route_pending_logs(L, l);
+}
+
+static void group_on_verified (pl_group *g, pl_conn *c) {
+  listener *l = (listener *)g->owner;
+  (void)c;
+  route_pending_logs(pl_mainthread(l->loop), l);
 }
 
 /* TCP_NODELAY and keep-alive (30 s idle, probes every 1 s, 10 of them: what
@@ -236,7 +315,7 @@ static void do_accept (listener *l) {
   c->data = NULL;
   r = uv_accept(l->h, c);
   if (r != 0) {
-    uv_close((uv_handle_t *)c, free_handle);
+    pl_close_handle((uv_handle_t *)c);
     return;
   }
   if ((l->scheme == SCHEME_HTTP || l->scheme == SCHEME_HTTPS) && l->sockopts != 1) {
@@ -268,11 +347,8 @@ static void connection_cb (uv_stream_t *server, int status) {
 /* ---- the one release path ---- */
 
 static void remove_our_socket (listener *l) {
-  struct stat st;
   if (l->path == NULL) return;
-  if (lstat(l->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-      st.st_dev == l->sock_dev && st.st_ino == l->sock_ino)
-    unlink(l->path);
+  pl_unix_remove_ours(l->path, l->sock_dev, l->sock_ino);
   free(l->path);
   l->path = NULL;
 }
@@ -280,11 +356,8 @@ static void remove_our_socket (listener *l) {
 /* Stops listening (idempotent): closes the socket, removes our socket file,
 ** ends a pending accept, closes handshakes and queued connections. */
 static void listener_stop (listener *l) {
-  if (l->h != NULL) {
-    l->h->data = NULL;
-    uv_close((uv_handle_t *)l->h, free_handle);
-    l->h = NULL;
-  }
+  pl_close_handle((uv_handle_t *)l->h);
+  l->h = NULL;
   remove_our_socket(l);
   l->serving = 0;
   l->deferred = 0;
@@ -301,9 +374,9 @@ static int listener_release (lua_State *L, listener *l, int collecting) {
   l->released = 1;
   pl_group_close_all(&l->g, collecting);
   if (l->loop != NULL) pl_waiter_cancel(l->loop, &l->cw);
-  if (l->g.logger_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->g.logger_ref);
-  if (l->g.rejected_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->g.rejected_ref);
-  l->g.logger_ref = l->g.rejected_ref = LUA_NOREF;
+  if (l->logger_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->logger_ref);
+  if (l->rejected_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->rejected_ref);
+  l->logger_ref = l->rejected_ref = LUA_NOREF;
   pl_tls_release(l->g.tls);
   l->g.tls = NULL;
   if (l->anchor_ref != LUA_NOREF) {
@@ -507,7 +580,7 @@ Counters: `accepted`, `active`, `handshaking`, `queued`,
 static int listener_stats (lua_State *L) {
   listener *l = listener_check(L, 1);
   lua_createtable(L, 0, 6);
-  lua_pushinteger(L, l->g.accepted);
+  lua_pushinteger(L, l->accepted);
   lua_setfield(L, -2, "accepted");
   lua_pushinteger(L, l->g.active);
   lua_setfield(L, -2, "active");
@@ -515,11 +588,11 @@ static int listener_stats (lua_State *L) {
   lua_setfield(L, -2, "handshaking");
   lua_pushinteger(L, l->g.queued);
   lua_setfield(L, -2, "queued");
-  lua_pushinteger(L, l->g.handshake_failures);
+  lua_pushinteger(L, l->handshake_failures);
   lua_setfield(L, -2, "handshake_failures");
   lua_newtable(L);
-  if (l->g.rejected_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, l->g.rejected_ref);
+  if (l->rejected_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->rejected_ref);
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       lua_pushvalue(L, -2);
@@ -546,6 +619,16 @@ static int listener__tostring (lua_State *L) {
 }
 
 /* ---- construction ---- */
+
+/* core.listen's options, all read and checked before anything is acquired */
+typedef struct listen_opts {
+  int scheme, backlog, reuse_port;
+  double rto, wto;
+  const char *host, *path, *url;
+  lua_Integer port;
+  pl_tls *tls;
+  int logger_idx, tls_idx;   /* stack slots (0: not given) */
+} listen_opts;
 
 static double opt_number (lua_State *L, const char *key, double dflt) {
   double v;
@@ -581,98 +664,94 @@ static const char *opt_string (lua_State *L, const char *key, const char *dflt,
   return s;
 }
 
-/* Formats host:port the way Go prints addresses. */
-static void fmt_hostport (char *out, size_t len, const char *host, int port) {
-  if (strchr(host, ':')) snprintf(out, len, "[%s]:%d", host, port);
-  else snprintf(out, len, "%s:%d", host, port);
+/* Resolves host (literal, wildcard or name: the first address, as Go's
+** net.Listen does) into ss; *dual: listen dual-stack on [::].  0 or pushes
+** a fail triple. */
+static int resolve_listen (lua_State *L, const char *host, int port,
+                           struct sockaddr_storage *ss, int *dual) {
+  struct addrinfo hints, *res = NULL;
+  int e;
+  memset(ss, 0, sizeof(*ss));
+  *dual = 0;
+  if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
+    /* Go's "tcp" wildcard: dual-stack [::] when IPv6 works */
+    int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+      close(probe);
+      *dual = 1;
+      return pl_sockaddr_ip("::", port, ss);
+    }
+    return pl_sockaddr_ip("0.0.0.0", port, ss);
+  }
+  if (pl_sockaddr_ip(host, port, ss) == 0) return 0;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  e = getaddrinfo(host, NULL, &hints, &res);
+  if (e != 0 || res == NULL) {
+    if (res) freeaddrinfo(res);
+    return pl_fail(L, e == EAI_NONAME || e == EAI_AGAIN ? "ENOTFOUND" : "EAI",
+                   "listen tcp: lookup %s: %s", host,
+                   e == EAI_NONAME ? "no such host" : gai_strerror(e));
+  }
+  memcpy(ss, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  if (ss->ss_family == AF_INET) ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+  else ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+  return 0;
+}
+
+/* Takes the bound socket fd into a libuv stream (h: malloc'ed, initialized)
+** and listens.  Returns 0 or pushes a triple (what names the address). */
+static int listen_stream (lua_State *L, listener *l, uv_stream_t *h, int fd,
+                          int backlog, const char *proto, const char *what) {
+  int r = l->g.is_unix ? uv_pipe_open((uv_pipe_t *)h, (uv_file)fd)
+                       : uv_tcp_open((uv_tcp_t *)h, (uv_os_sock_t)fd);
+  if (r != 0) {
+    close(fd);
+    pl_close_handle((uv_handle_t *)h);
+    return pl_uverrorf(L, r, "listen %s %s", proto, what);
+  }
+  l->h = h;   /* owned from here: release closes it */
+  r = uv_listen(l->h, backlog, connection_cb);
+  if (r != 0) return pl_uverrorf(L, r, "listen %s %s: listen", proto, what);
+  uv_unref((uv_handle_t *)h);
+  return 0;
 }
 
 /* Binds and listens a TCP socket; fills l.  Returns 0 or pushes a triple (3). */
-static int listen_tcp (lua_State *L, listener *l, const char *host, lua_Integer port,
-                       int reuse_address, int reuse_port, int backlog) {
+static int listen_tcp (lua_State *L, listener *l, const listen_opts *o) {
   struct sockaddr_storage ss;
-  socklen_t sslen;
   char want[INET6_ADDRSTRLEN + 16];
-  int fd, one = 1, r, dual = 0, wildcard = 0;
+  int fd, one = 1, r, dual, wildcard;
   uv_tcp_t *h;
-  memset(&ss, 0, sizeof(ss));
-  if (port < 0 || port > 65535) {
+  if (o->port < 0 || o->port > 65535) {
     char p[32];
-    snprintf(p, sizeof(p), "%lld", (long long)port);
+    snprintf(p, sizeof(p), "%lld", (long long)o->port);
     return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", p);
   }
-  if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
-    /* Go's "tcp" wildcard: dual-stack [::] when IPv6 works */
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    wildcard = 1;
-    if (probe >= 0) {
-      close(probe);
-      a6->sin6_family = AF_INET6;
-      a6->sin6_addr = in6addr_any;
-      a6->sin6_port = htons((uint16_t)port);
-      dual = 1;
-    }
-    else {
-      struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-      a4->sin_family = AF_INET;
-      a4->sin_addr.s_addr = htonl(INADDR_ANY);
-      a4->sin_port = htons((uint16_t)port);
-    }
-  }
-  else if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0) {
-    /* IPv4 literal */
-  }
-  else if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) == 0) {
-    /* IPv6 literal */
-  }
-  else {   /* a name: the first address, as Go's net.Listen does */
-    struct addrinfo hints, *res = NULL;
-    int e;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    e = getaddrinfo(host, NULL, &hints, &res);
-    if (e != 0 || res == NULL) {
-      if (res) freeaddrinfo(res);
-      return pl_fail(L, e == EAI_NONAME || e == EAI_AGAIN ? "ENOTFOUND" : "EAI",
-                     "listen tcp: lookup %s: %s", host,
-                     e == EAI_NONAME ? "no such host" : gai_strerror(e));
-    }
-    memcpy(&ss, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    if (ss.ss_family == AF_INET) ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
-    else ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
-  }
-  if (ss.ss_family == AF_INET6) {
-    uv_ip6_name((struct sockaddr_in6 *)&ss, l->host, sizeof(l->host));
-    sslen = sizeof(struct sockaddr_in6);
-  }
-  else {
-    uv_ip4_name((struct sockaddr_in *)&ss, l->host, sizeof(l->host));
-    sslen = sizeof(struct sockaddr_in);
-  }
+  r = resolve_listen(L, o->host, (int)o->port, &ss, &dual);
+  if (r != 0) return r;
+  pl_sockaddr_name(&ss, l->host, sizeof(l->host), NULL);
   /* Go names the address as resolved: a wildcard as written ("0.0.0.0:2380",
   ** ":2380", "[::]:2380") even though it listens dual-stack on [::] */
-  fmt_hostport(want, sizeof(want), wildcard ? host : l->host, (int)port);
+  wildcard = o->host[0] == '\0' || strcmp(o->host, "0.0.0.0") == 0 || strcmp(o->host, "::") == 0;
+  pl_fmt_hostport(want, sizeof(want), wildcard ? o->host : l->host, (int)o->port);
   fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    r = uv_translate_sys_error(errno);
-    return pl_fail(L, uv_err_name(r), "listen tcp %s: socket: %s", want, uv_strerror(r));
-  }
-  /* Go sets SO_REUSEADDR on every listening socket; reuse_address keeps it */
-  (void)reuse_address;
+  if (fd < 0) return pl_syserrorf(L, errno, "listen tcp %s: socket", want);
+  /* Go sets SO_REUSEADDR on every listening socket (reuse_address keeps it) */
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (o->reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   if (dual) {
     int zero = 0;
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
   }
   l->sockopts = tcp_sockopts_set(fd) ? -1 : 0;
-  if (bind(fd, (struct sockaddr *)&ss, sslen) != 0) {
-    r = uv_translate_sys_error(errno);
+  if (bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                : sizeof(struct sockaddr_in)) != 0) {
+    int e = errno;
     close(fd);
-    return pl_fail(L, uv_err_name(r), "listen tcp %s: bind: %s", want, uv_strerror(r));
+    return pl_syserrorf(L, e, "listen tcp %s: bind", want);
   }
   h = (uv_tcp_t *)malloc(sizeof(uv_tcp_t));
   if (h == NULL) {
@@ -681,38 +760,21 @@ static int listen_tcp (lua_State *L, listener *l, const char *host, lua_Integer 
   }
   uv_tcp_init(l->loop, h);
   h->data = NULL;
-  r = uv_tcp_open(h, (uv_os_sock_t)fd);
-  if (r != 0) {
-    close(fd);
-    uv_close((uv_handle_t *)h, free_handle);
-    return pl_fail(L, uv_err_name(r), "listen tcp %s: %s", want, uv_strerror(r));
-  }
-  l->h = (uv_stream_t *)h;   /* owned from here: release closes it */
-  r = uv_listen(l->h, backlog, connection_cb);
-  if (r != 0) return pl_fail(L, uv_err_name(r), "listen tcp %s: listen: %s", want, uv_strerror(r));
-  uv_unref((uv_handle_t *)h);
+  r = listen_stream(L, l, (uv_stream_t *)h, fd, o->backlog, "tcp", want);
+  if (r != 0) return r;
   {
     struct sockaddr_storage b;
     int blen = sizeof(b);
-    if (uv_tcp_getsockname(h, (struct sockaddr *)&b, &blen) == 0) {
-      if (b.ss_family == AF_INET6) {
-        uv_ip6_name((struct sockaddr_in6 *)&b, l->host, sizeof(l->host));
-        l->port = ntohs(((struct sockaddr_in6 *)&b)->sin6_port);
-      }
-      else {
-        uv_ip4_name((struct sockaddr_in *)&b, l->host, sizeof(l->host));
-        l->port = ntohs(((struct sockaddr_in *)&b)->sin_port);
-      }
-    }
+    if (uv_tcp_getsockname(h, (struct sockaddr *)&b, &blen) == 0)
+      pl_sockaddr_name(&b, l->host, sizeof(l->host), &l->port);
   }
-  fmt_hostport(l->local, sizeof(l->local), l->host, l->port);
+  pl_fmt_hostport(l->local, sizeof(l->local), l->host, l->port);
   h->data = l;
   return 0;
 }
 
 /* Binds and listens a unix socket at path.  Returns 0 or pushes a triple. */
 static int listen_unix (lua_State *L, listener *l, const char *path, int backlog) {
-  struct stat st;
   struct sockaddr_un sa;
   uv_pipe_t *h;
   int r, fd;
@@ -721,42 +783,19 @@ static int listen_unix (lua_State *L, listener *l, const char *path, int backlog
   if (strlen(path) >= sizeof(sa.sun_path))
     return pl_fail(L, "ENAMETOOLONG", "listen unix %s: bind: socket path longer than %d bytes",
                    path, (int)sizeof(sa.sun_path) - 1);
-  if (lstat(path, &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return pl_fail(L, "EEXIST", "listen unix %s: bind: file exists and is not a socket "
-                     "(refusing to remove it)", path);
-    else {   /* a socket: live listener, or stale file of a dead one? */
-      int live = 0;
-      fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd >= 0) {
-        memset(&sa, 0, sizeof(sa));
-        sa.sun_family = AF_UNIX;
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno != ECONNREFUSED;
-        close(fd);
-      }
-      if (live)
-        return pl_fail(L, "EADDRINUSE", "listen unix %s: bind: address already in use", path);
-      if (unlink(path) != 0 && errno != ENOENT) {
-        r = uv_translate_sys_error(errno);
-        return pl_fail(L, uv_err_name(r), "remove %s: %s", path, uv_strerror(r));
-      }
-    }
-  }
+  r = pl_unix_clear_stale(L, path);
+  if (r != 0) return r;
   /* our own socket and bind: uv_pipe_bind reports a missing directory
   ** (ENOENT) as EACCES, "permission denied" */
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    r = uv_translate_sys_error(errno);
-    return pl_fail(L, uv_err_name(r), "listen unix %s: socket: %s", path, uv_strerror(r));
-  }
+  if (fd < 0) return pl_syserrorf(L, errno, "listen unix %s: socket", path);
   memset(&sa, 0, sizeof(sa));
   sa.sun_family = AF_UNIX;
   memcpy(sa.sun_path, path, strlen(path) + 1);
   if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-    r = uv_translate_sys_error(errno);
+    int e = errno;
     close(fd);
-    return pl_fail(L, uv_err_name(r), "listen unix %s: bind: %s", path, uv_strerror(r));
+    return pl_syserrorf(L, e, "listen unix %s: bind", path);
   }
   /* the file exists from here: remember it so that release removes it */
   l->path = (char *)malloc(strlen(path) + 1);
@@ -766,10 +805,7 @@ static int listen_unix (lua_State *L, listener *l, const char *path, int backlog
     return pl_fail(L, "ENOMEM", "listen unix %s: not enough memory", path);
   }
   memcpy(l->path, path, strlen(path) + 1);
-  if (lstat(path, &st) == 0) {
-    l->sock_dev = st.st_dev;
-    l->sock_ino = st.st_ino;
-  }
+  pl_unix_identify(path, &l->sock_dev, &l->sock_ino);
   h = (uv_pipe_t *)malloc(sizeof(uv_pipe_t));
   if (h == NULL) {
     close(fd);
@@ -777,92 +813,59 @@ static int listen_unix (lua_State *L, listener *l, const char *path, int backlog
   }
   uv_pipe_init(l->loop, h, 0);
   h->data = NULL;
-  r = uv_pipe_open(h, (uv_file)fd);
-  if (r != 0) {
-    close(fd);
-    uv_close((uv_handle_t *)h, free_handle);
-    return pl_fail(L, uv_err_name(r), "listen unix %s: %s", path, uv_strerror(r));
-  }
-  l->h = (uv_stream_t *)h;   /* owned from here: release closes it */
-  r = uv_listen(l->h, backlog, connection_cb);
-  if (r != 0) return pl_fail(L, uv_err_name(r), "listen unix %s: listen: %s", path, uv_strerror(r));
-  uv_unref((uv_handle_t *)h);
+  r = listen_stream(L, l, (uv_stream_t *)h, fd, backlog, "unix", path);
+  if (r != 0) return r;
   snprintf(l->local, sizeof(l->local), "%s", path);
   h->data = l;
   return 0;
 }
 
-/* core.listen{ scheme=, host=, port=, path=, url=, tls=, reuse_address=,
-**   reuse_port=, backlog=, read_timeout=, write_timeout=, logger= }
-** -> listener | nil, message, code */
-static int core_listen (lua_State *L) {
-  listener *l;
-  int scheme, backlog, r, reuse_address, reuse_port, nul = 0;
-  double rto, wto, b;
-  const char *url, *host = NULL, *path = NULL;
-  lua_Integer port = 0;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  lua_getfield(L, 1, "scheme");
-  scheme = luaL_checkoption(L, -1, "http", scheme_names);
-  lua_pop(L, 1);
-  reuse_address = opt_bool(L, "reuse_address");
-  reuse_port = opt_bool(L, "reuse_port");
-  /* wrong types raise; bad values of the right type are fail triples */
-  b = opt_number(L, "backlog", 511);
-  rto = opt_number(L, "read_timeout", 5);
-  wto = opt_number(L, "write_timeout", 5);
-  if (!(b >= 1 && b <= 65535) || b != (double)(int)b)
-    return pl_fail(L, "EINVAL", "bad option 'backlog': %f is not an integer in 1..65535", b);
-  backlog = (int)b;
-  if (!(rto >= 0))
-    return pl_fail(L, "EINVAL", "bad option 'read_timeout': %f is not a duration >= 0", rto);
-  if (!(wto >= 0))
-    return pl_fail(L, "EINVAL", "bad option 'write_timeout': %f is not a duration >= 0", wto);
-  if (scheme == SCHEME_UNIX || scheme == SCHEME_UNIXS) {
-    path = opt_string(L, "path", NULL, &nul);
-    if (path == NULL) path = opt_string(L, "host", NULL, &nul);
-    if (path == NULL) return luaL_error(L, "bad option 'path' (string expected, got nil)");
+/* The endpoint options: path for unix schemes, host and port for TCP.
+** Returns 0 or pushes a triple. */
+static int read_endpoint (lua_State *L, listen_opts *o) {
+  int nul = 0;
+  if (o->scheme == SCHEME_UNIX || o->scheme == SCHEME_UNIXS) {
+    o->path = opt_string(L, "path", NULL, &nul);
+    if (o->path == NULL) o->path = opt_string(L, "host", NULL, &nul);
+    if (o->path == NULL) return luaL_error(L, "bad option 'path' (string expected, got nil)");
     if (nul)
-      return pl_fail(L, "EINVAL", "listen unix %s: bind: socket path contains a NUL byte", path);
+      return pl_fail(L, "EINVAL", "listen unix %s: bind: socket path contains a NUL byte", o->path);
+    return 0;
   }
-  else {
-    host = opt_string(L, "host", "", &nul);
-    if (nul)
-      return pl_fail(L, "EINVAL", "listen tcp: address %s: host contains a NUL byte", host);
-    if (lua_getfield(L, 1, "port") != LUA_TNIL) {
-      int isnum;
-      if (!lua_isnumber(L, -1) && !lua_isstring(L, -1))
-        return luaL_error(L, "bad option 'port' (number expected, got %s)", luaL_typename(L, -1));
-      port = lua_tointegerx(L, -1, &isnum);
-      if (!isnum) {
-        const char *ps = lua_tostring(L, -1);
-        lua_pop(L, 1);
-        return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", ps);
-      }
+  o->host = opt_string(L, "host", "", &nul);
+  if (nul)
+    return pl_fail(L, "EINVAL", "listen tcp: address %s: host contains a NUL byte", o->host);
+  if (lua_getfield(L, 1, "port") != LUA_TNIL) {
+    int isnum;
+    if (!lua_isnumber(L, -1) && !lua_isstring(L, -1))
+      return luaL_error(L, "bad option 'port' (number expected, got %s)", luaL_typename(L, -1));
+    o->port = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) {
+      const char *ps = lua_tostring(L, -1);
+      lua_pop(L, 1);
+      return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", ps);
     }
-    lua_pop(L, 1);
   }
-  /* the object exists, all-NULL, before anything is acquired */
-  l = (listener *)lua_newuserdatauv(L, sizeof(listener), UV_COUNT);   /* opts l */
-  memset(l, 0, sizeof(*l));
-  l->anchor_ref = LUA_NOREF;
-  l->g.logger_ref = LUA_NOREF;
-  l->g.rejected_ref = LUA_NOREF;
-  l->released = 0;
-  pl_waiter_init(&l->aw);
-  pl_waiter_init(&l->cw);
-  luaL_setmetatable(L, PL_LISTENER_MT);
-  l->loop = pl_uvloop(L);
-  l->scheme = scheme;
-  l->g.owner = l;
-  l->g.read_timeout = rto;
-  l->g.write_timeout = wto;
-  l->g.local = l->local;
-  l->g.is_unix = (scheme == SCHEME_UNIX || scheme == SCHEME_UNIXS);
-  l->g.on_ready = group_on_ready;
-  l->g.on_change = group_on_change;
-  /* options that hold Lua values */
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Reads and checks every option of core.listen (table at 1): wrong types
+** raise, bad values of the right type push a fail triple (returns 3).  The
+** logger and policy are left on the stack (o->logger_idx, o->tls_idx). */
+static int read_opts (lua_State *L, listen_opts *o) {
+  double b;
+  int r;
+  memset(o, 0, sizeof(*o));
+  lua_getfield(L, 1, "scheme");
+  o->scheme = luaL_checkoption(L, -1, "http", scheme_names);
+  lua_pop(L, 1);
+  (void)opt_bool(L, "reuse_address");   /* Go sets SO_REUSEADDR anyway */
+  o->reuse_port = opt_bool(L, "reuse_port");
+  b = opt_number(L, "backlog", 511);
+  o->rto = opt_number(L, "read_timeout", 5);
+  o->wto = opt_number(L, "write_timeout", 5);
+  o->url = opt_string(L, "url", NULL, NULL);
   if (lua_getfield(L, 1, "logger") != LUA_TNIL) {
     if (lua_istable(L, -1) && luaL_getmetafield(L, -1, "__index") != LUA_TNIL) {
       lua_pop(L, 1);   /* a logger object: use logger:hook() */
@@ -872,40 +875,97 @@ static int core_listen (lua_State *L) {
     }
     if (!lua_isfunction(L, -1))
       return luaL_error(L, "bad option 'logger' (function expected, got %s)", luaL_typename(L, -1));
-    l->g.logger_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    o->logger_idx = lua_gettop(L);
   }
   else lua_pop(L, 1);
-  if (lua_getfield(L, 1, "tls") != LUA_TNIL && (scheme == SCHEME_HTTPS || scheme == SCHEME_UNIXS)) {
-    l->g.tls = pl_tls_retain(pl_tls_check(L, -1));
-    lua_setiuservalue(L, 2, UV_TLS);
+  if (lua_getfield(L, 1, "tls") != LUA_TNIL && (o->scheme == SCHEME_HTTPS || o->scheme == SCHEME_UNIXS)) {
+    o->tls = pl_tls_check(L, -1);
+    o->tls_idx = lua_gettop(L);
   }
   else lua_pop(L, 1);
+  if (!(b >= 1 && b <= 65535) || b != (double)(int)b)
+    return pl_fail(L, "EINVAL", "bad option 'backlog': %f is not an integer in 1..65535", b);
+  o->backlog = (int)b;
+  if (!(o->rto >= 0))
+    return pl_fail(L, "EINVAL", "bad option 'read_timeout': %f is not a duration >= 0", o->rto);
+  if (!(o->wto >= 0))
+    return pl_fail(L, "EINVAL", "bad option 'write_timeout': %f is not a duration >= 0", o->wto);
+  r = read_endpoint(L, o);
+  if (r != 0) return r;
+  if ((o->scheme == SCHEME_HTTPS || o->scheme == SCHEME_UNIXS) &&
+      (o->tls == NULL || !pl_tls_has_cert(o->tls))) {
+    char where[INET6_ADDRSTRLEN + 128];
+    if (o->path != NULL) snprintf(where, sizeof(where), "%s", o->path);
+    else pl_fmt_hostport(where, sizeof(where), o->host, (int)o->port);
+    return pl_fail(L, "ETLSCONFIG",
+                   "cannot listen on TLS for %s: KeyFile and CertFile are not presented", where);
+  }
+  return 0;
+}
+
+/* A new listener userdata, all-NULL, before anything is acquired. */
+static listener *listener_new (lua_State *L, const listen_opts *o) {
+  listener *l = (listener *)lua_newuserdatauv(L, sizeof(listener), UV_COUNT);
+  memset(l, 0, sizeof(*l));
+  l->anchor_ref = LUA_NOREF;
+  l->logger_ref = LUA_NOREF;
+  l->rejected_ref = LUA_NOREF;
+  pl_waiter_init(&l->aw);
+  pl_waiter_init(&l->cw);
+  luaL_setmetatable(L, PL_LISTENER_MT);
+  l->loop = pl_uvloop(L);
+  l->scheme = o->scheme;
+  l->g.owner = l;
+  l->g.read_timeout = o->rto;
+  l->g.write_timeout = o->wto;
+  l->g.local = l->local;
+  l->g.is_unix = (o->scheme == SCHEME_UNIX || o->scheme == SCHEME_UNIXS);
+  l->g.on_ready = group_on_ready;
+  l->g.on_change = group_on_change;
+  l->g.on_reject = group_on_reject;
+  l->g.on_verified = group_on_verified;
+  return l;
+}
+
+/* core.listen{ scheme=, host=, port=, path=, url=, tls=, reuse_address=,
+**   reuse_port=, backlog=, read_timeout=, write_timeout=, logger= }
+** -> listener | nil, message, code */
+static int core_listen (lua_State *L) {
+  listen_opts o;
+  listener *l;
+  int r, ud;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  r = read_opts(L, &o);
+  if (r != 0) return r;
+  l = listener_new(L, &o);
+  ud = lua_gettop(L);
+  if (o.logger_idx) {
+    lua_pushvalue(L, o.logger_idx);
+    l->logger_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if (o.tls_idx) {
+    l->g.tls = pl_tls_retain(o.tls);
+    lua_pushvalue(L, o.tls_idx);
+    lua_setiuservalue(L, ud, UV_TLS);
+  }
   lua_newtable(L);
-  l->g.rejected_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  l->rejected_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* weak self entry, for anchoring from callbacks */
   lua_rawgetp(L, LUA_REGISTRYINDEX, &selfs_key);
-  lua_pushvalue(L, 2);
+  lua_pushvalue(L, ud);
   lua_rawsetp(L, -2, l);
   lua_pop(L, 1);
-  if (l->g.is_unix) r = listen_unix(L, l, path, backlog);
-  else r = listen_tcp(L, l, host, port, reuse_address, reuse_port, backlog);
+  if (l->g.is_unix) r = listen_unix(L, l, o.path, o.backlog);
+  else r = listen_tcp(L, l, &o);
   if (r != 0) {
     listener_release(L, l, 0);
     return r;
   }
-  url = opt_string(L, "url", NULL, NULL);
-  if (url != NULL) lua_pushstring(L, url);
-  else if (l->g.is_unix) lua_pushfstring(L, "%s://%s", scheme_names[scheme], l->local);
-  else lua_pushfstring(L, "%s://%s", scheme_names[scheme], l->local);
-  lua_setiuservalue(L, 2, UV_URL);
-  if ((scheme == SCHEME_HTTPS || scheme == SCHEME_UNIXS) &&
-      (l->g.tls == NULL || !pl_tls_has_cert(l->g.tls))) {
-    char where[sizeof(l->local)];
-    snprintf(where, sizeof(where), "%s", l->local);
-    listener_release(L, l, 0);
-    return pl_fail(L, "ETLSCONFIG",
-                   "cannot listen on TLS for %s: KeyFile and CertFile are not presented", where);
-  }
+  if (o.url != NULL) lua_pushstring(L, o.url);
+  else lua_pushfstring(L, "%s://%s", scheme_names[o.scheme], l->local);
+  lua_setiuservalue(L, ud, UV_URL);
+  lua_settop(L, ud);
   return 1;
 }
 
