@@ -13,8 +13,6 @@
 
 #include "conn.h"
 
-enum { SCHEME_HTTP, SCHEME_HTTPS, SCHEME_UNIX, SCHEME_UNIXS };
-static const char *const scheme_names[] = {"http", "https", "unix", "unixs", NULL};
 
 #define DIAL_TIMEOUT 5   /* seconds, connect and TLS handshake together */
 
@@ -106,7 +104,7 @@ static void connect_cb (uv_connect_t *req, int status) {
   if (!c->is_unix) {
     pl_conn_set_peer(c);
     uv_tcp_nodelay((uv_tcp_t *)c->h, 1);
-    uv_tcp_keepalive((uv_tcp_t *)c->h, 1, 30);
+    uv_tcp_keepalive((uv_tcp_t *)c->h, 1, PL_KEEPALIVE_IDLE);
   }
   if (c->tls == NULL) { dial_ok(c); return; }
   err[0] = '\0';
@@ -226,28 +224,6 @@ static int dial_k (lua_State *L, int status, lua_KContext ctx) {
   return 3;
 }
 
-static double opt_number (lua_State *L, const char *key, double dflt) {
-  double v;
-  int t = lua_getfield(L, 1, key);
-  if (t == LUA_TNIL) { lua_pop(L, 1); return dflt; }
-  if (t != LUA_TNUMBER) luaL_error(L, "bad option '%s' (number expected, got %s)", key, luaL_typename(L, -1));
-  v = lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-static const char *opt_string (lua_State *L, const char *key, int *nul) {
-  size_t len;
-  const char *s;
-  int t = lua_getfield(L, 1, key);
-  if (t == LUA_TNIL) { lua_pop(L, 1); return NULL; }
-  if (t != LUA_TSTRING) luaL_error(L, "bad option '%s' (string expected, got %s)", key, luaL_typename(L, -1));
-  s = lua_tolstring(L, -1, &len);
-  if (strlen(s) != len) *nul = 1;
-  lua_pop(L, 1);   /* still referenced by the options table */
-  return s;
-}
-
 /* Reads and checks every option before anything is acquired: wrong types
 ** raise, bad values push a fail triple (returns 3). */
 static int read_opts (lua_State *L, dial_opts *o) {
@@ -256,26 +232,26 @@ static int read_opts (lua_State *L, dial_opts *o) {
   int nul = 0;
   memset(o, 0, sizeof(*o));
   lua_getfield(L, 1, "scheme");
-  o->scheme = luaL_checkoption(L, -1, "http", scheme_names);
+  o->scheme = luaL_checkoption(L, -1, "http", pl_scheme_names);
   lua_pop(L, 1);
-  o->timeout = opt_number(L, "timeout", DIAL_TIMEOUT);
-  o->rto = opt_number(L, "read_timeout", 5);
-  o->wto = opt_number(L, "write_timeout", 5);
-  port = opt_number(L, "port", 0);
-  o->host = opt_string(L, "host", &nul);
-  o->path = opt_string(L, "path", &nul);
-  o->server_name = opt_string(L, "server_name", &nul);
-  src = opt_string(L, "source", &nul);
-  if (o->scheme == SCHEME_HTTPS || o->scheme == SCHEME_UNIXS) {
+  o->timeout = pl_opt_number(L, "timeout", DIAL_TIMEOUT);
+  o->rto = pl_opt_number(L, "read_timeout", 5);
+  o->wto = pl_opt_number(L, "write_timeout", 5);
+  port = pl_opt_number(L, "port", 0);
+  o->host = pl_opt_string(L, "host", NULL, &nul);
+  o->path = pl_opt_string(L, "path", NULL, &nul);
+  o->server_name = pl_opt_string(L, "server_name", NULL, &nul);
+  src = pl_opt_string(L, "source", NULL, &nul);
+  if (o->scheme == PL_SCHEME_HTTPS || o->scheme == PL_SCHEME_UNIXS) {
     if (lua_getfield(L, 1, "tls") == LUA_TNIL)
-      return pl_fail(L, "ETLSCONFIG", "dial %s: a TLS policy is required", scheme_names[o->scheme]);
+      return pl_fail(L, "ETLSCONFIG", "dial %s: a TLS policy is required", pl_scheme_names[o->scheme]);
     o->tls = pl_tls_check(L, -1);   /* raises on a wrong type */
     lua_pop(L, 1);
   }
   if (nul) return pl_fail(L, "EINVAL", "dial: an option contains a NUL byte");
   if (!(o->timeout >= 0) || !(o->rto >= 0) || !(o->wto >= 0))
     return pl_fail(L, "EINVAL", "dial: bad timeout (a duration >= 0 expected)");
-  if (o->scheme == SCHEME_UNIX || o->scheme == SCHEME_UNIXS) {
+  if (o->scheme == PL_SCHEME_UNIX || o->scheme == PL_SCHEME_UNIXS) {
     if (o->path == NULL) o->path = o->host;
     if (o->path == NULL || o->path[0] == '\0')
       return pl_fail(L, "EINVAL", "dial unix: missing socket path");
@@ -301,7 +277,7 @@ static int read_opts (lua_State *L, dial_opts *o) {
 /* A new handle and connection for the dial, owned by the Conn at ud. */
 static pl_conn *dial_conn (lua_State *L, void *ud, const dial_opts *o) {
   uv_loop_t *loop = pl_uvloop(L);
-  int is_unix = o->scheme == SCHEME_UNIX || o->scheme == SCHEME_UNIXS;
+  int is_unix = o->scheme == PL_SCHEME_UNIX || o->scheme == PL_SCHEME_UNIXS;
   uv_stream_t *h = (uv_stream_t *)malloc(is_unix ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
   pl_conn *c;
   if (h == NULL) return NULL;

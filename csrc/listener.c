@@ -17,49 +17,9 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 
-#include "peerlisten.h"
+#include "listener.h"
 
-enum { SCHEME_HTTP, SCHEME_HTTPS, SCHEME_UNIX, SCHEME_UNIXS };
-static const char *const scheme_names[] = {"http", "https", "unix", "unixs", NULL};
-
-/* user values of the listener userdata */
-enum { UV_URL = 1, UV_TLS, UV_HANDLER, UV_COUNT = UV_HANDLER };
-
-/* serve: finished handler coroutines kept for the next connections (saves a
-** lua_newthread, its registration and its collection per connection) */
-#define PARK_MAX 16
-
-typedef struct listener {
-  uv_stream_t *h;          /* uv_tcp_t or uv_pipe_t (malloc'ed); NULL: not listening */
-  uv_loop_t *loop;
-  int scheme;
-  int released;            /* the one release path ran */
-  int serving;
-  int deferred;            /* libuv holds a connection we have not accepted */
-  int accept_err;          /* a libuv error seen by the connection callback */
-  int anchor_ref;          /* registry ref on ourselves while callbacks need Lua */
-  int sockopts;            /* TCP: 1 accepted sockets inherit our options, 0 set
-                           ** them per connection, -1 not checked yet */
-  int npark;               /* finished serve coroutines parked for reuse */
-  int park_ref[PARK_MAX];  /* their registry refs */
-  lua_State *park_co[PARK_MAX];
-  pl_waiter aw;            /* accept */
-  pl_waiter cw;            /* close(timeout) draining */
-  pl_group g;
-  long accepted;           /* connections that passed every check */
-  long handshake_failures;
-  int logger_ref;          /* registry ref of the logger function or LUA_NOREF */
-  int rejected_ref;        /* registry ref of the rejected[reason] table */
-  char *path;              /* unix socket file we created (malloc'ed) */
-  dev_t sock_dev;
-  ino_t sock_ino;
-  char host[INET6_ADDRSTRLEN];
-  int port;
-  /* "127.0.0.1:2380", "[::1]:2380" or the socket path (up to 107 bytes) */
-  char local[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
-} listener;
-
-static const char selfs_key = 'W';   /* registry: weak table pointer -> userdata */
+const char pl_listener_selfs = 'W';   /* registry: weak table pointer -> userdata */
 
 static listener *listener_check (lua_State *L, int idx) {
   return (listener *)luaL_checkudata(L, idx, PL_LISTENER_MT);
@@ -77,7 +37,7 @@ static void anchor_update (listener *l) {
   lua_State *L = pl_mainthread(l->loop);
   int want = !l->released && (l->serving || l->g.handshaking > 0);
   if (want && l->anchor_ref == LUA_NOREF) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &selfs_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &pl_listener_selfs);
     lua_rawgetp(L, -1, l);
     if (lua_isuserdata(L, -1)) {
       l->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -266,43 +226,11 @@ static void group_on_verified (pl_group *g, pl_conn *c) {
   route_pending_logs(pl_mainthread(l->loop), l);
 }
 
-/* TCP_NODELAY and keep-alive (30 s idle, probes every 1 s, 10 of them: what
-** uv_tcp_keepalive sets) for accepted sockets.  Linux copies them from the
-** listening socket into every accepted one; set there, they cost no system
-** calls per connection.  The first accepted socket is checked once. */
-#define KA_IDLE 30
-#define KA_INTVL 1
-#define KA_CNT 10
-
-static int tcp_sockopts_set (int fd) {
-  int one = 1, idle = KA_IDLE, intvl = KA_INTVL, cnt = KA_CNT;
-  return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 &&
-         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) == 0 &&
-         setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) == 0 &&
-         setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) == 0 &&
-         setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) == 0;
-}
-
-static int tcp_sockopts_inherited (uv_stream_t *c) {
-  uv_os_fd_t fd;
-  int v[4] = {0, 0, 0, 0};
-  socklen_t n = sizeof(int);
-  if (uv_fileno((uv_handle_t *)c, &fd) != 0) return 0;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v[0], &n) != 0 || !v[0]) return 0;
-  n = sizeof(int);
-  if (getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v[1], &n) != 0 || !v[1]) return 0;
-  n = sizeof(int);
-  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v[2], &n) != 0 || v[2] != KA_IDLE) return 0;
-  n = sizeof(int);
-  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v[3], &n) != 0 || v[3] != KA_CNT) return 0;
-  return 1;
-}
-
 /* Accepts one connection from libuv and starts it. */
 static void do_accept (listener *l) {
   uv_stream_t *c;
   int r;
-  if (l->scheme == SCHEME_UNIX || l->scheme == SCHEME_UNIXS) {
+  if (l->scheme == PL_SCHEME_UNIX || l->scheme == PL_SCHEME_UNIXS) {
     c = (uv_stream_t *)malloc(sizeof(uv_pipe_t));
     if (c == NULL) return;
     uv_pipe_init(l->loop, (uv_pipe_t *)c, 0);
@@ -318,18 +246,18 @@ static void do_accept (listener *l) {
     pl_close_handle((uv_handle_t *)c);
     return;
   }
-  if ((l->scheme == SCHEME_HTTP || l->scheme == SCHEME_HTTPS) && l->sockopts != 1) {
-    if (l->sockopts == -1 && tcp_sockopts_inherited(c)) l->sockopts = 1;
+  if ((l->scheme == PL_SCHEME_HTTP || l->scheme == PL_SCHEME_HTTPS) && l->sockopts != 1) {
+    if (l->sockopts == -1 && pl_tcp_sockopts_inherited(c)) l->sockopts = 1;
     else {
       l->sockopts = 0;
       uv_tcp_nodelay((uv_tcp_t *)c, 1);
-      uv_tcp_keepalive((uv_tcp_t *)c, 1, KA_IDLE);
+      uv_tcp_keepalive((uv_tcp_t *)c, 1, PL_KEEPALIVE_IDLE);
     }
   }
   pl_conn_start(&l->g, c);
 }
 
-static void connection_cb (uv_stream_t *server, int status) {
+void pl_listener_connection_cb (uv_stream_t *server, int status) {
   listener *l = (listener *)server->data;
   if (l == NULL) return;
   if (status < 0) {
@@ -368,7 +296,7 @@ static void listener_stop (listener *l) {
 
 /* Frees everything (idempotent); Lua-held connections are force-closed, or
 ** only detached when the listener is being collected. */
-static int listener_release (lua_State *L, listener *l, int collecting) {
+int pl_listener_release (lua_State *L, listener *l, int collecting) {
   if (l->released) return 0;
   listener_stop(l);
   l->released = 1;
@@ -387,12 +315,12 @@ static int listener_release (lua_State *L, listener *l, int collecting) {
 }
 
 static int listener__gc (lua_State *L) {
-  listener_release(L, listener_check(L, 1), 1);
+  pl_listener_release(L, listener_check(L, 1), 1);
   return 0;
 }
 
 static int listener__close (lua_State *L) {
-  listener_release(L, listener_check(L, 1), 0);
+  pl_listener_release(L, listener_check(L, 1), 0);
   return 0;
 }
 
@@ -402,7 +330,7 @@ static int close_k (lua_State *L, int status, lua_KContext ctx) {
   /* a forced close() while another caller drains must not clear that
   ** caller's wait: release wakes it (it would hang forever) */
   if (l->cw.state != PL_WAITING) l->cw.state = PL_IDLE;
-  listener_release(L, l, 0);
+  pl_listener_release(L, l, 0);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -540,7 +468,7 @@ The bound address.
 */
 static int listener_addr (lua_State *L) {
   listener *l = listener_checkopen(L, 1);
-  if (l->scheme == SCHEME_UNIX || l->scheme == SCHEME_UNIXS) {
+  if (l->scheme == PL_SCHEME_UNIX || l->scheme == PL_SCHEME_UNIXS) {
     lua_pushstring(L, l->g.local);
     return 1;
   }
@@ -555,7 +483,7 @@ static int listener_addr (lua_State *L) {
 */
 static int listener_scheme (lua_State *L) {
   listener *l = listener_check(L, 1);
-  lua_pushstring(L, scheme_names[l->scheme]);
+  lua_pushstring(L, pl_scheme_names[l->scheme]);
   return 1;
 }
 
@@ -618,293 +546,8 @@ static int listener__tostring (lua_State *L) {
   return 1;
 }
 
-/* ---- construction ---- */
-
-/* core.listen's options, all read and checked before anything is acquired */
-typedef struct listen_opts {
-  int scheme, backlog, reuse_port;
-  double rto, wto;
-  const char *host, *path, *url;
-  lua_Integer port;
-  pl_tls *tls;
-  int logger_idx, tls_idx;   /* stack slots (0: not given) */
-} listen_opts;
-
-static double opt_number (lua_State *L, const char *key, double dflt) {
-  double v;
-  int t = lua_getfield(L, 1, key);
-  if (t == LUA_TNIL) { lua_pop(L, 1); return dflt; }
-  if (t != LUA_TNUMBER) luaL_error(L, "bad option '%s' (number expected, got %s)", key, luaL_typename(L, -1));
-  v = lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  return v;   /* range checked by the caller (a bad value is a fail triple) */
-}
-
-static int opt_bool (lua_State *L, const char *key) {
-  int v, t = lua_getfield(L, 1, key);
-  if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-    luaL_error(L, "bad option '%s' (boolean expected, got %s)", key, luaL_typename(L, -1));
-  v = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-/* A string option (dflt when nil); *embedded_nul is set when it holds a NUL
-** byte, which C would silently cut it at. */
-static const char *opt_string (lua_State *L, const char *key, const char *dflt,
-                               int *embedded_nul) {
-  const char *s;
-  size_t len;
-  int t = lua_getfield(L, 1, key);
-  if (t == LUA_TNIL) { lua_pop(L, 1); return dflt; }
-  if (t != LUA_TSTRING) luaL_error(L, "bad option '%s' (string expected, got %s)", key, luaL_typename(L, -1));
-  s = lua_tolstring(L, -1, &len);
-  if (embedded_nul != NULL && strlen(s) != len) *embedded_nul = 1;
-  lua_pop(L, 1);   /* still referenced by the options table */
-  return s;
-}
-
-/* Resolves host (literal, wildcard or name: the first address, as Go's
-** net.Listen does) into ss; *dual: listen dual-stack on [::].  0 or pushes
-** a fail triple. */
-static int resolve_listen (lua_State *L, const char *host, int port,
-                           struct sockaddr_storage *ss, int *dual) {
-  struct addrinfo hints, *res = NULL;
-  int e;
-  memset(ss, 0, sizeof(*ss));
-  *dual = 0;
-  if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
-    /* Go's "tcp" wildcard: dual-stack [::] when IPv6 works */
-    int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe >= 0) {
-      close(probe);
-      *dual = 1;
-      return pl_sockaddr_ip("::", port, ss);
-    }
-    return pl_sockaddr_ip("0.0.0.0", port, ss);
-  }
-  if (pl_sockaddr_ip(host, port, ss) == 0) return 0;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  e = getaddrinfo(host, NULL, &hints, &res);
-  if (e != 0 || res == NULL) {
-    if (res) freeaddrinfo(res);
-    return pl_fail(L, e == EAI_NONAME || e == EAI_AGAIN ? "ENOTFOUND" : "EAI",
-                   "listen tcp: lookup %s: %s", host,
-                   e == EAI_NONAME ? "no such host" : gai_strerror(e));
-  }
-  memcpy(ss, res->ai_addr, res->ai_addrlen);
-  freeaddrinfo(res);
-  if (ss->ss_family == AF_INET) ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
-  else ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
-  return 0;
-}
-
-/* Takes the bound socket fd into a libuv stream (h: malloc'ed, initialized)
-** and listens.  Returns 0 or pushes a triple (what names the address). */
-static int listen_stream (lua_State *L, listener *l, uv_stream_t *h, int fd,
-                          int backlog, const char *proto, const char *what) {
-  int r = l->g.is_unix ? uv_pipe_open((uv_pipe_t *)h, (uv_file)fd)
-                       : uv_tcp_open((uv_tcp_t *)h, (uv_os_sock_t)fd);
-  if (r != 0) {
-    close(fd);
-    pl_close_handle((uv_handle_t *)h);
-    return pl_uverrorf(L, r, "listen %s %s", proto, what);
-  }
-  l->h = h;   /* owned from here: release closes it */
-  r = uv_listen(l->h, backlog, connection_cb);
-  if (r != 0) return pl_uverrorf(L, r, "listen %s %s: listen", proto, what);
-  uv_unref((uv_handle_t *)h);
-  return 0;
-}
-
-/* Binds and listens a TCP socket; fills l.  Returns 0 or pushes a triple (3). */
-static int listen_tcp (lua_State *L, listener *l, const listen_opts *o) {
-  struct sockaddr_storage ss;
-  char want[INET6_ADDRSTRLEN + 16];
-  int fd, one = 1, r, dual, wildcard;
-  uv_tcp_t *h;
-  if (o->port < 0 || o->port > 65535) {
-    char p[32];
-    snprintf(p, sizeof(p), "%lld", (long long)o->port);
-    return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", p);
-  }
-  r = resolve_listen(L, o->host, (int)o->port, &ss, &dual);
-  if (r != 0) return r;
-  pl_sockaddr_name(&ss, l->host, sizeof(l->host), NULL);
-  /* Go names the address as resolved: a wildcard as written ("0.0.0.0:2380",
-  ** ":2380", "[::]:2380") even though it listens dual-stack on [::] */
-  wildcard = o->host[0] == '\0' || strcmp(o->host, "0.0.0.0") == 0 || strcmp(o->host, "::") == 0;
-  pl_fmt_hostport(want, sizeof(want), wildcard ? o->host : l->host, (int)o->port);
-  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return pl_syserrorf(L, errno, "listen tcp %s: socket", want);
-  /* Go sets SO_REUSEADDR on every listening socket (reuse_address keeps it) */
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (o->reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-  if (dual) {
-    int zero = 0;
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-  }
-  l->sockopts = tcp_sockopts_set(fd) ? -1 : 0;
-  if (bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                                : sizeof(struct sockaddr_in)) != 0) {
-    int e = errno;
-    close(fd);
-    return pl_syserrorf(L, e, "listen tcp %s: bind", want);
-  }
-  h = (uv_tcp_t *)malloc(sizeof(uv_tcp_t));
-  if (h == NULL) {
-    close(fd);
-    return pl_fail(L, "ENOMEM", "listen tcp %s: not enough memory", want);
-  }
-  uv_tcp_init(l->loop, h);
-  h->data = NULL;
-  r = listen_stream(L, l, (uv_stream_t *)h, fd, o->backlog, "tcp", want);
-  if (r != 0) return r;
-  {
-    struct sockaddr_storage b;
-    int blen = sizeof(b);
-    if (uv_tcp_getsockname(h, (struct sockaddr *)&b, &blen) == 0)
-      pl_sockaddr_name(&b, l->host, sizeof(l->host), &l->port);
-  }
-  pl_fmt_hostport(l->local, sizeof(l->local), l->host, l->port);
-  h->data = l;
-  return 0;
-}
-
-/* Binds and listens a unix socket at path.  Returns 0 or pushes a triple. */
-static int listen_unix (lua_State *L, listener *l, const char *path, int backlog) {
-  struct sockaddr_un sa;
-  uv_pipe_t *h;
-  int r, fd;
-  if (path[0] == '\0')
-    return pl_fail(L, "EINVAL", "listen unix : bind: empty socket path");
-  if (strlen(path) >= sizeof(sa.sun_path))
-    return pl_fail(L, "ENAMETOOLONG", "listen unix %s: bind: socket path longer than %d bytes",
-                   path, (int)sizeof(sa.sun_path) - 1);
-  r = pl_unix_clear_stale(L, path);
-  if (r != 0) return r;
-  /* our own socket and bind: uv_pipe_bind reports a missing directory
-  ** (ENOENT) as EACCES, "permission denied" */
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return pl_syserrorf(L, errno, "listen unix %s: socket", path);
-  memset(&sa, 0, sizeof(sa));
-  sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, path, strlen(path) + 1);
-  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-    int e = errno;
-    close(fd);
-    return pl_syserrorf(L, e, "listen unix %s: bind", path);
-  }
-  /* the file exists from here: remember it so that release removes it */
-  l->path = (char *)malloc(strlen(path) + 1);
-  if (l->path == NULL) {
-    unlink(path);
-    close(fd);
-    return pl_fail(L, "ENOMEM", "listen unix %s: not enough memory", path);
-  }
-  memcpy(l->path, path, strlen(path) + 1);
-  pl_unix_identify(path, &l->sock_dev, &l->sock_ino);
-  h = (uv_pipe_t *)malloc(sizeof(uv_pipe_t));
-  if (h == NULL) {
-    close(fd);
-    return pl_fail(L, "ENOMEM", "listen unix %s: not enough memory", path);
-  }
-  uv_pipe_init(l->loop, h, 0);
-  h->data = NULL;
-  r = listen_stream(L, l, (uv_stream_t *)h, fd, backlog, "unix", path);
-  if (r != 0) return r;
-  snprintf(l->local, sizeof(l->local), "%s", path);
-  h->data = l;
-  return 0;
-}
-
-/* The endpoint options: path for unix schemes, host and port for TCP.
-** Returns 0 or pushes a triple. */
-static int read_endpoint (lua_State *L, listen_opts *o) {
-  int nul = 0;
-  if (o->scheme == SCHEME_UNIX || o->scheme == SCHEME_UNIXS) {
-    o->path = opt_string(L, "path", NULL, &nul);
-    if (o->path == NULL) o->path = opt_string(L, "host", NULL, &nul);
-    if (o->path == NULL) return luaL_error(L, "bad option 'path' (string expected, got nil)");
-    if (nul)
-      return pl_fail(L, "EINVAL", "listen unix %s: bind: socket path contains a NUL byte", o->path);
-    return 0;
-  }
-  o->host = opt_string(L, "host", "", &nul);
-  if (nul)
-    return pl_fail(L, "EINVAL", "listen tcp: address %s: host contains a NUL byte", o->host);
-  if (lua_getfield(L, 1, "port") != LUA_TNIL) {
-    int isnum;
-    if (!lua_isnumber(L, -1) && !lua_isstring(L, -1))
-      return luaL_error(L, "bad option 'port' (number expected, got %s)", luaL_typename(L, -1));
-    o->port = lua_tointegerx(L, -1, &isnum);
-    if (!isnum) {
-      const char *ps = lua_tostring(L, -1);
-      lua_pop(L, 1);
-      return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", ps);
-    }
-  }
-  lua_pop(L, 1);
-  return 0;
-}
-
-/* Reads and checks every option of core.listen (table at 1): wrong types
-** raise, bad values of the right type push a fail triple (returns 3).  The
-** logger and policy are left on the stack (o->logger_idx, o->tls_idx). */
-static int read_opts (lua_State *L, listen_opts *o) {
-  double b;
-  int r;
-  memset(o, 0, sizeof(*o));
-  lua_getfield(L, 1, "scheme");
-  o->scheme = luaL_checkoption(L, -1, "http", scheme_names);
-  lua_pop(L, 1);
-  (void)opt_bool(L, "reuse_address");   /* Go sets SO_REUSEADDR anyway */
-  o->reuse_port = opt_bool(L, "reuse_port");
-  b = opt_number(L, "backlog", 511);
-  o->rto = opt_number(L, "read_timeout", 5);
-  o->wto = opt_number(L, "write_timeout", 5);
-  o->url = opt_string(L, "url", NULL, NULL);
-  if (lua_getfield(L, 1, "logger") != LUA_TNIL) {
-    if (lua_istable(L, -1) && luaL_getmetafield(L, -1, "__index") != LUA_TNIL) {
-      lua_pop(L, 1);   /* a logger object: use logger:hook() */
-      lua_getfield(L, -1, "hook");
-      lua_insert(L, -2);
-      lua_call(L, 1, 1);
-    }
-    if (!lua_isfunction(L, -1))
-      return luaL_error(L, "bad option 'logger' (function expected, got %s)", luaL_typename(L, -1));
-    o->logger_idx = lua_gettop(L);
-  }
-  else lua_pop(L, 1);
-  if (lua_getfield(L, 1, "tls") != LUA_TNIL && (o->scheme == SCHEME_HTTPS || o->scheme == SCHEME_UNIXS)) {
-    o->tls = pl_tls_check(L, -1);
-    o->tls_idx = lua_gettop(L);
-  }
-  else lua_pop(L, 1);
-  if (!(b >= 1 && b <= 65535) || b != (double)(int)b)
-    return pl_fail(L, "EINVAL", "bad option 'backlog': %f is not an integer in 1..65535", b);
-  o->backlog = (int)b;
-  if (!(o->rto >= 0))
-    return pl_fail(L, "EINVAL", "bad option 'read_timeout': %f is not a duration >= 0", o->rto);
-  if (!(o->wto >= 0))
-    return pl_fail(L, "EINVAL", "bad option 'write_timeout': %f is not a duration >= 0", o->wto);
-  r = read_endpoint(L, o);
-  if (r != 0) return r;
-  if ((o->scheme == SCHEME_HTTPS || o->scheme == SCHEME_UNIXS) &&
-      (o->tls == NULL || !pl_tls_has_cert(o->tls))) {
-    char where[INET6_ADDRSTRLEN + 128];
-    if (o->path != NULL) snprintf(where, sizeof(where), "%s", o->path);
-    else pl_fmt_hostport(where, sizeof(where), o->host, (int)o->port);
-    return pl_fail(L, "ETLSCONFIG",
-                   "cannot listen on TLS for %s: KeyFile and CertFile are not presented", where);
-  }
-  return 0;
-}
-
 /* A new listener userdata, all-NULL, before anything is acquired. */
-static listener *listener_new (lua_State *L, const listen_opts *o) {
+listener *pl_listener_new (lua_State *L, int scheme, double rto, double wto) {
   listener *l = (listener *)lua_newuserdatauv(L, sizeof(listener), UV_COUNT);
   memset(l, 0, sizeof(*l));
   l->anchor_ref = LUA_NOREF;
@@ -914,59 +557,17 @@ static listener *listener_new (lua_State *L, const listen_opts *o) {
   pl_waiter_init(&l->cw);
   luaL_setmetatable(L, PL_LISTENER_MT);
   l->loop = pl_uvloop(L);
-  l->scheme = o->scheme;
+  l->scheme = scheme;
   l->g.owner = l;
-  l->g.read_timeout = o->rto;
-  l->g.write_timeout = o->wto;
+  l->g.read_timeout = rto;
+  l->g.write_timeout = wto;
   l->g.local = l->local;
-  l->g.is_unix = (o->scheme == SCHEME_UNIX || o->scheme == SCHEME_UNIXS);
+  l->g.is_unix = (scheme == PL_SCHEME_UNIX || scheme == PL_SCHEME_UNIXS);
   l->g.on_ready = group_on_ready;
   l->g.on_change = group_on_change;
   l->g.on_reject = group_on_reject;
   l->g.on_verified = group_on_verified;
   return l;
-}
-
-/* core.listen{ scheme=, host=, port=, path=, url=, tls=, reuse_address=,
-**   reuse_port=, backlog=, read_timeout=, write_timeout=, logger= }
-** -> listener | nil, message, code */
-static int core_listen (lua_State *L) {
-  listen_opts o;
-  listener *l;
-  int r, ud;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  r = read_opts(L, &o);
-  if (r != 0) return r;
-  l = listener_new(L, &o);
-  ud = lua_gettop(L);
-  if (o.logger_idx) {
-    lua_pushvalue(L, o.logger_idx);
-    l->logger_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  if (o.tls_idx) {
-    l->g.tls = pl_tls_retain(o.tls);
-    lua_pushvalue(L, o.tls_idx);
-    lua_setiuservalue(L, ud, UV_TLS);
-  }
-  lua_newtable(L);
-  l->rejected_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  /* weak self entry, for anchoring from callbacks */
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &selfs_key);
-  lua_pushvalue(L, ud);
-  lua_rawsetp(L, -2, l);
-  lua_pop(L, 1);
-  if (l->g.is_unix) r = listen_unix(L, l, o.path, o.backlog);
-  else r = listen_tcp(L, l, &o);
-  if (r != 0) {
-    listener_release(L, l, 0);
-    return r;
-  }
-  if (o.url != NULL) lua_pushstring(L, o.url);
-  else lua_pushfstring(L, "%s://%s", scheme_names[o.scheme], l->local);
-  lua_setiuservalue(L, ud, UV_URL);
-  lua_settop(L, ud);
-  return 1;
 }
 
 static const luaL_Reg listener_methods[] = {
@@ -1001,8 +602,8 @@ int pl_open_listener (lua_State *L) {
   lua_pushliteral(L, "v");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &selfs_key);
-  lua_pushcfunction(L, core_listen);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &pl_listener_selfs);
+  lua_pushcfunction(L, pl_core_listen);
   lua_setfield(L, -2, "listen");
   return 0;
 }

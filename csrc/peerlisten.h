@@ -36,6 +36,14 @@ PL_HIDDEN int pl_uverror (lua_State *L, const char *what, int uverr);
 PL_HIDDEN int pl_uverrorf (lua_State *L, int uverr, const char *fmt, ...);
 /* The same for an errno value (translated to libuv's names). */
 PL_HIDDEN int pl_syserrorf (lua_State *L, int err, const char *fmt, ...);
+/* Options of the table at index 1: nil gives dflt, a wrong type raises "bad
+** option 'key' (... expected, got ...)"; range checks are the caller's.
+** pl_opt_string sets *embedded_nul (when not NULL) for a string holding a
+** NUL byte, which C would silently cut it at. */
+PL_HIDDEN double pl_opt_number (lua_State *L, const char *key, double dflt);
+PL_HIDDEN int pl_opt_bool (lua_State *L, const char *key);
+PL_HIDDEN const char *pl_opt_string (lua_State *L, const char *key, const char *dflt,
+                                     int *embedded_nul);
 /* Formats the first queued OpenSSL error into buf ("" if none), clears the queue. */
 PL_HIDDEN void pl_ssl_errstr (char *buf, size_t len);
 /* A message handler adding a traceback (for lua_pcallk). */
@@ -44,6 +52,15 @@ PL_HIDDEN int pl_traceback (lua_State *L);
 PL_HIDDEN int pl_pcall (lua_State *L, int nargs, int nresults);
 
 /* ---- sock.c: addresses and unix socket files (listener.c, dial.c) ---- */
+/* URL schemes of peer URLs, as option values; names in pl_scheme_names. */
+enum { PL_SCHEME_HTTP, PL_SCHEME_HTTPS, PL_SCHEME_UNIX, PL_SCHEME_UNIXS };
+PL_HIDDEN extern const char *const pl_scheme_names[];
+/* TCP keep-alive idle time (seconds) of every connection, as Go's default */
+#define PL_KEEPALIVE_IDLE 30
+/* TCP_NODELAY and keep-alive on a socket; 1 when all were set. */
+PL_HIDDEN int pl_tcp_sockopts_set (int fd);
+/* Did an accepted socket inherit them from its listening socket? */
+PL_HIDDEN int pl_tcp_sockopts_inherited (uv_stream_t *c);
 /* host:port the way Go prints addresses ("[::1]:2380" for IPv6). */
 PL_HIDDEN void pl_fmt_hostport (char *out, size_t len, const char *host, int port);
 /* An IPv4 or IPv6 literal to a socket address; 0 or UV_EINVAL. */

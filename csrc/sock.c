@@ -13,9 +13,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 
 #include "peerlisten.h"
+
+const char *const pl_scheme_names[] = {"http", "https", "unix", "unixs", NULL};
 
 void pl_fmt_hostport (char *out, size_t len, const char *host, int port) {
   if (strchr(host, ':')) snprintf(out, len, "[%s]:%d", host, port);
@@ -39,6 +42,39 @@ void pl_sockaddr_name (const struct sockaddr_storage *ss, char *ip, size_t iplen
     uv_ip4_name((const struct sockaddr_in *)ss, ip, iplen);
     if (port) *port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
   }
+}
+
+/* ---- TCP socket options ---- */
+
+/* TCP_NODELAY and keep-alive (30 s idle, probes every 1 s, 10 of them: what
+** uv_tcp_keepalive sets) for accepted sockets.  Linux copies them from the
+** listening socket into every accepted one; set there, they cost no system
+** calls per connection.  The first accepted socket is checked once. */
+#define KA_INTVL 1
+#define KA_CNT 10
+
+int pl_tcp_sockopts_set (int fd) {
+  int one = 1, idle = PL_KEEPALIVE_IDLE, intvl = KA_INTVL, cnt = KA_CNT;
+  return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 &&
+         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) == 0 &&
+         setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) == 0 &&
+         setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) == 0 &&
+         setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) == 0;
+}
+
+int pl_tcp_sockopts_inherited (uv_stream_t *c) {
+  uv_os_fd_t fd;
+  int v[4] = {0, 0, 0, 0};
+  socklen_t n = sizeof(int);
+  if (uv_fileno((uv_handle_t *)c, &fd) != 0) return 0;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v[0], &n) != 0 || !v[0]) return 0;
+  n = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v[1], &n) != 0 || !v[1]) return 0;
+  n = sizeof(int);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v[2], &n) != 0 || v[2] != PL_KEEPALIVE_IDLE) return 0;
+  n = sizeof(int);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v[3], &n) != 0 || v[3] != KA_CNT) return 0;
+  return 1;
 }
 
 /* ---- unix socket files ---- */

@@ -31,6 +31,7 @@ build = {
         "csrc/core.c",
         "csrc/dial.c",
         "csrc/errors.c",
+        "csrc/listen.c",
         "csrc/listener.c",
         "csrc/signal.c",
         "csrc/sock.c",
