@@ -208,6 +208,114 @@ describe("core.dial", function()
     end)
   end)
 
+  describe("TLS", function()
+    local dir, cert, key, other, missing
+    setup(function()
+      dir = helper.tmpdir()
+      cert, key = helper.selfsigned(dir)
+      other = helper.selfsigned(dir, "other")
+      -- is the TLS client side in this build?  (a plain peer: the handshake
+      -- cannot finish, a build without it fails at once)
+      local l = assert(core.listen{ scheme = "http", host = "127.0.0.1", port = 0 })
+      local _, port = l:addr()
+      local _, msg, code = core.dial{ scheme = "https", host = "127.0.0.1", port = port, timeout = 0.2,
+        tls = assert(core.tls_policy{ trusted_ca_file = cert }) }
+      if code == "ETLSCONFIG" and msg:match("not built") then missing = msg end
+      l:close()
+    end)
+    teardown(function() helper.rmdir(dir) end)
+
+    local dial = core.dial
+
+    -- an https listener whose connections a coroutine accepts into got[]
+    local function server(policy_opts)
+      local pol = assert(core.tls_policy(policy_opts))
+      local l = assert(core.listen{ scheme = "https", host = "127.0.0.1", port = 0, tls = pol })
+      local got = {}
+      core.spawn(function()
+        while true do
+          local s = l:accept()
+          if not s then return end
+          got[#got + 1] = s
+        end
+      end)
+      return l, got
+    end
+
+    it("dials a peerlisten https listener: data both ways, tls_info as accepted", function()
+      if missing then pending(missing) return end
+      local l, got = server{ cert_file = cert, key_file = key }
+      local _, port = l:addr()
+      local c = assert(dial{ scheme = "https", host = "127.0.0.1", port = port,
+        tls = assert(core.tls_policy{ trusted_ca_file = cert }) })
+      assert.is_true(helper.wait_until(function() return got[1] ~= nil end))
+      assert.is_true(c:write("over tls"))
+      assert.are.equal("over tls", got[1]:read(100, 5))
+      assert.is_true(got[1]:write("back"))
+      assert.are.equal("back", c:read(100, 5))
+      local info = c:tls_info()
+      assert.are.equal("TLS1.3", info.version)
+      assert.matches("CN=localhost", info.peer_cert.subject)
+      assert.matches("^peerlisten.Conn %(tls 127.0.0.1:%d+%)$", tostring(c))
+      c:close(); got[1]:close(); l:close()
+    end)
+
+    it("names our side's verification failure: unknown authority, wrong name", function()
+      if missing then pending(missing) return end
+      local l = server{ cert_file = cert, key_file = key }
+      local _, port = l:addr()
+      local ok, msg, code = dial{ scheme = "https", host = "127.0.0.1", port = port,
+        tls = assert(core.tls_policy{ trusted_ca_file = other }) }
+      assert_fail("ESERVERCERT", "certificate signed by unknown authority", ok, msg, code)
+      assert_fail("ESERVERCERT", "certificate is valid for localhost, not example%.com",
+        dial{ scheme = "https", host = "127.0.0.1", port = port, server_name = "example.com",
+          tls = assert(core.tls_policy{ trusted_ca_file = cert }) })
+      l:close()
+    end)
+
+    it("a server that wants a client certificate refuses us with its alert", function()
+      if missing then pending(missing) return end
+      local l, got = server{ cert_file = cert, key_file = key, trusted_ca_file = cert, client_cert_auth = true }
+      local _, port = l:addr()
+      -- TLS 1.3: the handshake ends before the server checks; its alert is what we read
+      local c = dial{ scheme = "https", host = "127.0.0.1", port = port,
+        tls = assert(core.tls_policy{ trusted_ca_file = cert }) }
+      if c then
+        local ok, msg, code = c:read(100, 5)
+        assert_fail("EPROTO", "certificate required", ok, msg, code)
+        c:close()
+      end
+      local m = assert(dial{ scheme = "https", host = "127.0.0.1", port = port,
+        tls = assert(core.tls_policy{ trusted_ca_file = cert, cert_file = cert, key_file = key }) })
+      assert.is_true(helper.wait_until(function() return got[1] ~= nil end))
+      assert.is_true(m:write("mutual"))
+      assert.are.equal("mutual", got[1]:read(100, 5))
+      m:close(); got[1]:close(); l:close()
+    end)
+
+    it("#interop talks to openssl s_server", function()
+      if missing then pending(missing) return end
+      if not helper.have("openssl") then pending("openssl not installed") return end
+      local port = helper.free_port()
+      local pid = helper.bg(("sleep 30 | openssl s_server -rev -accept 127.0.0.1:%d -cert %s -key %s")
+        :format(port, cert, key), dir .. "/s_server.out")
+      assert.is_true(helper.wait_until(function()
+        local t = socket.tcp()
+        local up = t:connect("127.0.0.1", port)
+        t:close()
+        return up ~= nil
+      end, 10), "s_server did not start")
+      local c = assert(dial{ scheme = "https", host = "127.0.0.1", port = port,
+        tls = assert(core.tls_policy{ trusted_ca_file = cert }) })
+      assert.is_true(c:write("hello\n"))
+      local buf = ""
+      while not buf:find("\n") do buf = buf .. assert(c:read(100, 5)) end
+      assert.are.equal("olleh\n", buf)
+      c:close()
+      helper.stop(pid)
+    end)
+  end)
+
   describe("lifecycle", function()
     it("close twice, methods raise after close, <close> closes, GC releases", function()
       local l = assert(core.listen{ scheme = "http", host = "127.0.0.1", port = 0 })
