@@ -26,7 +26,7 @@ PL_HIDDEN int pl_open_listener (lua_State *L);
 PL_HIDDEN int pl_open_conn (lua_State *L);
 PL_HIDDEN int pl_open_tlspolicy (lua_State *L);
 PL_HIDDEN int pl_open_cert (lua_State *L);
-PL_HIDDEN int pl_open_signal (lua_State *L);   /* signal.c (Lua-layer helper) */
+PL_HIDDEN int pl_open_signal (lua_State *L);   /* signal.c: core.on_signal, core.walltime */
 PL_HIDDEN int pl_open_dial (lua_State *L);     /* dial.c: core.dial */
 
 /* ---- errors.c: fail triples (push nil, message, code; return 3) ---- */
@@ -231,7 +231,7 @@ PL_HIDDEN void pl_group_close_pending (pl_group *g);
 /* Closes every connection of g (force); with detach, Lua-held ones are only
 ** detached from g instead (the listener is being collected). */
 PL_HIDDEN void pl_group_close_all (pl_group *g, int detach);
-/* Counts loops using conn.c's process-wide BIO method (+1 when a loop is
+/* Counts loops using tls_stream.c's process-wide BIO method (+1 when a loop is
 ** created, -1 when it is closed: the last one frees it). */
 PL_HIDDEN void pl_conn_loops (int delta);
 /* Pushes a new peerlisten.Conn userdata owning c. */
