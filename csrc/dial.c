@@ -33,23 +33,6 @@ typedef struct dial_opts {
   pl_tls *tls;
 } dial_opts;
 
-/* The TLS client entry points live with the TLS policy; until that side
-** provides them, these weak stand-ins refuse TLS dials with a clear error
-** (a strong definition in the TLS files replaces them at link time). */
-__attribute__((weak)) SSL *pl_tls_new_client_ssl (pl_tls *t, const char *host,
-                                                  int host_is_ip, char *err, size_t errlen) {
-  (void)t; (void)host; (void)host_is_ip;
-  snprintf(err, errlen, "TLS client side not built into this module");
-  return NULL;
-}
-
-__attribute__((weak)) const char *pl_tls_client_failure (SSL *ssl, int ssl_error,
-                                                         char *msg, size_t msglen) {
-  (void)ssl; (void)ssl_error;
-  snprintf(msg, msglen, "TLS handshake failed");
-  return "ETLS";
-}
-
 /* ---- ending the dial ---- */
 
 /* Records the failure (the first one wins) and ends the wait. */

@@ -44,6 +44,15 @@ M.tls = {
   cipher_suites = function() return core.cipher_suites() end,
 }
 
+-- peerlisten.cluster (the bootstrap workflows) is loaded on first use.
+setmetatable(M, { __index = function(t, k)
+  if k == "cluster" then
+    local cluster = require "peerlisten.cluster"
+    rawset(t, "cluster", cluster)
+    return cluster
+  end
+end })
+
 --- Runs the loop until `stop()` or no work is left.
 M.run = core.run
 --- Runs one loop turn (at most `timeout` seconds).
@@ -87,32 +96,6 @@ function M.listen(opts)
     tls = opts.tls, reuse_address = opts.reuse_address, reuse_port = opts.reuse_port,
     backlog = opts.backlog, read_timeout = opts.read_timeout, write_timeout = opts.write_timeout,
     logger = hook_of(opts.logger),
-  }
-end
-
---- Dials a peer URL (http, https, unix, unixs) and returns a connection like
--- an accepted one.  Blocks outside coroutines, yields inside `spawn`.
--- @tparam string u the peer URL
--- @tparam[opt] table opts `tls` (a TLS policy, required for https/unixs),
--- `server_name` (what the server certificate must name; default the URL
--- host), `source` (IP to dial from), `timeout` (seconds for connect and
--- handshake, default 5), `read_timeout`, `write_timeout`
--- @treturn[1] userdata peerlisten.Conn
--- @treturn[2] nil
--- @treturn[2] string
--- @treturn[2] string "ECONNREFUSED", "ETIMEDOUT", "EURL", a TLS code, ...
-function M.dial(u, opts)
-  if type(u) ~= "string" then error("bad argument #1 to 'dial' (string expected, got " .. type(u) .. ")", 2) end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #2 to 'dial' (table expected, got " .. type(opts) .. ")", 2)
-  end
-  opts = opts or {}
-  local p, err, code = url.parse(u)
-  if not p then return nil, err, code end
-  return core.dial {
-    scheme = p.scheme, host = p.host, port = p.port, path = p.path,
-    tls = opts.tls, server_name = opts.server_name, source = opts.source, timeout = opts.timeout,
-    read_timeout = opts.read_timeout, write_timeout = opts.write_timeout,
   }
 end
 
