@@ -104,7 +104,7 @@ check: deps all
 	$(run_suite)
 
 lint:
-	$(LUACHECK) -q $(wildcard lua spec bin)
+	$(LUACHECK) -q $(wildcard lua spec bin examples)
 	$(CPPCHECK) --quiet --error-exitcode=1 --enable=warning,portability \
 	  --inline-suppr --std=c99 -Icsrc --suppress=missingIncludeSystem csrc
 
