@@ -46,7 +46,7 @@ ASAN_LUA := $(ASAN_DIR)/lua
 SPECS ?= spec
 BUSTED_ARGS ?=
 
-.PHONY: all deps test lint sanitize memcheck fuzz bench doc clean
+.PHONY: all deps test check lint sanitize memcheck fuzz bench doc clean
 
 all: $(MODULE)
 
@@ -96,6 +96,12 @@ define run_suite
 endef
 
 test: deps all
+	$(run_suite)
+
+# The fast subset for the edit-test loop: no real peers (#interop), no
+# benchmark, install or real-clock waits (#slow). `make test` runs them all.
+check: BUSTED_ARGS = --exclude-tags=slow,interop
+check: deps all
 	$(run_suite)
 
 lint:

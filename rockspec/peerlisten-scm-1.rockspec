@@ -41,10 +41,12 @@ build = {
     },
     ["peerlisten"] = "lua/peerlisten/init.lua",
     ["peerlisten.cert"] = "lua/peerlisten/cert.lua",
+    ["peerlisten.check"] = "lua/peerlisten/check.lua",
     ["peerlisten.cli"] = "lua/peerlisten/cli.lua",
     ["peerlisten.config"] = "lua/peerlisten/config.lua",
     ["peerlisten.log"] = "lua/peerlisten/log.lua",
-    ["peerlisten.serve"] = "lua/peerlisten/serve.lua",
+    ["peerlisten.peers"] = "lua/peerlisten/peers.lua",
+    ["peerlisten.responder"] = "lua/peerlisten/responder.lua",
     ["peerlisten.url"] = "lua/peerlisten/url.lua",
   },
   install = {

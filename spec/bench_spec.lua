@@ -1,15 +1,10 @@
--- spec/bench_spec.lua: a smoke run of the benchmark harness (bench/run), so it
+-- A smoke run of the benchmark harness (bench/run), so it
 -- cannot rot. One short round of scenarios 1 (TLS 1.3 handshakes) and 7 (plain
 -- accept/response/close) against nginx, Go crypto/tls and peerlisten; the real
 -- numbers come from `make bench`, not from here.
 local helper = require "helper"
 
--- the servers and clients run without the sanitizer preload of `make sanitize`
-local NOSAN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS "
-
-local function have (cmd)
-  return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
-end
+local have = helper.have
 
 local function missing ()
   for _, c in ipairs{ "go", "taskset", "openssl", "curl" } do
@@ -20,10 +15,10 @@ local function missing ()
   if not ok then return "lua-cjson, lua-socket or lua-filesystem" end
 end
 
-describe("bench #bench", function ()
+describe("bench #bench #slow", function ()
   describe("bench/run", function ()
     it("prints its usage", function ()
-      local out = helper.sh(NOSAN .. "BENCH_NO_INSTALL=1 bench/run --help 2>&1")
+      local out = helper.sh("BENCH_NO_INSTALL=1 bench/run --help 2>&1")
       assert.matches("--scenario", out, 1, true)
     end)
 
@@ -33,14 +28,10 @@ describe("bench #bench", function ()
         pending("bench smoke skipped: " .. why .. " is missing")
         return
       end
-      local servers = { "nginx", "go" }
-      -- peerlisten joins once its core can listen (until then the harness alone is checked)
-      local with_pl = os.execute(NOSAN .. "lua5.4 -e 'package.cpath=\"./?.so;\"..package.cpath "
-        .. "os.exit(require(\"peerlisten.core\").listen and 0 or 1)' 2>/dev/null") == true
-      if with_pl then servers[#servers + 1] = "peerlisten" end
+      local servers = { "nginx", "go", "peerlisten" }
       local dir = helper.tmpdir()
       local json = dir .. "/bench.json"
-      local out = helper.sh(NOSAN .. "BENCH_NO_INSTALL=1 bench/run --scenario 1,7 --rounds 1 --seconds 1 --no-write --no-ir"
+      local out = helper.sh("BENCH_NO_INSTALL=1 bench/run --scenario 1,7 --rounds 1 --seconds 1 --no-write --no-ir"
         .. " --servers " .. table.concat(servers, ",") .. " --json " .. json .. " 2>" .. dir .. "/stderr")
       local f = io.open(json)
       local text = f and f:read("a")
@@ -76,9 +67,6 @@ describe("bench #bench", function ()
         local state = st and st:read("a"):match("%) (%a)")
         if st then st:close() end
         assert.is_true(state == nil or state == "Z", "server pid " .. pid .. " still running")
-      end
-      if not with_pl then
-        print("bench smoke: peerlisten skipped (peerlisten.core has no listen yet)")
       end
     end)
   end)

@@ -1,24 +1,9 @@
--- spec/cert_interop_spec.lua: certificates from peerlisten.cert used by real peers:
+-- Certificates from peerlisten.cert used by real peers:
 -- Go's crypto/x509 + crypto/tls (spec/support/gox509) and etcd 3.4.23 with curl.
 local cert = require "peerlisten.cert"
 local helper = require "helper"
 
--- Child processes (go, etcd, curl) must not inherit the sanitizer preload of `make sanitize`:
--- curl and etcd hang or die with libasan injected.
-local NOPRELOAD = "unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; "
-local function sh(cmd) return helper.sh(NOPRELOAD .. cmd) end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function have(cmd) return sh("command -v " .. q(cmd) .. " 2>/dev/null") ~= "" end
-
--- Runs cmd; returns its stdout and the exit status.
-local function run(cmd)
-  local p = io.popen(NOPRELOAD .. cmd)
-  local out = p:read("a")
-  local _, _, status = p:close()
-  return out, status
-end
+local sh, q, have, run = helper.sh, helper.q, helper.have, helper.run
 
 local function kv(text)
   local t = {}
@@ -45,17 +30,9 @@ end
 
 local function sleep(s) os.execute("sleep " .. s) end
 
-local function pid_alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
+local pid_alive = helper.alive
 
-local function stop(pid)
-  if not pid then return end
-  os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-  for _ = 1, 50 do
-    if not pid_alive(pid) then return end
-    sleep(0.1)
-  end
-  os.execute("kill -KILL " .. pid .. " 2>/dev/null")
-end
+local stop = helper.stop
 
 describe("peerlisten.cert #interop", function()
   local tmp, ca, ca_key, m, m_key, ss, ss_key
@@ -158,11 +135,9 @@ describe("peerlisten.cert #interop", function()
       os.execute("mkdir -p " .. q(dir))
       local logf = dir .. "/etcd.log"
       local cmd = ("etcd --name %s --data-dir %s --listen-peer-urls %s --initial-advertise-peer-urls %s "
-        .. "--initial-cluster %s=%s --listen-client-urls %s --advertise-client-urls %s %s >%s 2>&1 & echo $!")
-        :format(name, q(dir .. "/data"), peer_url, peer_url, name, peer_url, client_url, client_url,
-          peer_flags, q(logf))
-      local pid = sh(cmd):match("%d+")
-      return pid, p[1], logf
+        .. "--initial-cluster %s=%s --listen-client-urls %s --advertise-client-urls %s %s")
+        :format(name, q(dir .. "/data"), peer_url, peer_url, name, peer_url, client_url, client_url, peer_flags)
+      return helper.bg(cmd, logf), p[1], logf
     end
 
     -- curl the peer /version; returns (http code or nil, body, curl exit status)

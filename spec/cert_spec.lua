@@ -1,37 +1,16 @@
--- spec/cert_spec.lua: peerlisten.cert (csrc/cert.c + lua/peerlisten/cert.lua).
+-- peerlisten.cert (csrc/cert.c + lua/peerlisten/cert.lua).
 -- Certificates are read back with the openssl command line tool.
 local cert = require "peerlisten.cert"
 local core = require "peerlisten.core"
 local log = require "peerlisten.log"
 local helper = require "helper"
 
--- Child processes (openssl, date, stat) must not inherit the sanitizer preload of `make sanitize`.
-local function sh(cmd) return helper.sh("unset LD_PRELOAD; " .. cmd) end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local sh, q, exists = helper.sh, helper.q, helper.exists
+local readfile, writefile = helper.readfile, helper.writefile
 
 local function mode_of(path) return sh("stat -c %a " .. q(path)):match("%d+") end
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
 local function x509_text(path) return sh("openssl x509 -in " .. q(path) .. " -text -noout 2>&1") end
-
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function writefile(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
 
 local function ls(dir) return sh("ls -A " .. q(dir) .. " 2>/dev/null") end
 
@@ -41,13 +20,7 @@ local function openssl_date(path, which)
   return tonumber(sh("date -u -d " .. q(s) .. " +%s"))
 end
 
-local function msgs(logger, level)
-  local out = {}
-  for _, e in ipairs(logger.entries) do
-    if not level or e.level == level then out[#out + 1] = e.msg end
-  end
-  return out
-end
+local function msgs(logger, level) return helper.msgs(logger.entries, level) end
 
 local function find_entry(logger, msg)
   for _, e in ipairs(logger.entries) do

@@ -1,6 +1,5 @@
 local peerlisten = require "peerlisten"
 local cli = require "peerlisten.cli"
-local serve = require "peerlisten.serve"
 local helper = require "helper"
 local cjson = require "cjson"
 
@@ -22,29 +21,12 @@ end
 
 local free_port = helper.free_port
 
-local function read(path)
-  local fh = io.open(path)
-  if not fh then return nil end
-  local s = fh:read("a")
-  fh:close()
-  return s
-end
+local read, exists = helper.readfile, helper.exists
 
--- curl without the sanitizer preload of `make sanitize` (curl hangs under it)
-local CURL = "env -u LD_PRELOAD curl -sS --max-time 5 "
+local CURL = "curl -sS --max-time 5 "
 
-local function sleep(s) peerlisten.sleep(s) end
-
--- Polls fn every 20 ms until it returns a value or `seconds` passed.
-local function poll(seconds, fn)
-  local deadline = os.time() + seconds
-  repeat
-    local v = fn()
-    if v then return v end
-    sleep(0.02)
-  until os.time() > deadline
-  return nil
-end
+-- Steps the loop until fn returns a value (returned) or `seconds` passed.
+local function poll(seconds, fn) return helper.wait_until(fn, seconds) or nil end
 
 describe("peerlisten.cli", function()
   local dir
@@ -130,21 +112,6 @@ describe("peerlisten.cli", function()
       assert.matches("listen%-peer%-urls%s+%[http://127.0.0.1:%d+%]%s+file " .. path:gsub("%p", "%%%0"), out)
       assert.matches("tls%-min%-version%s+TLS1.2%s+default", out)
     end)
-
-    it("passes an auto-TLS configuration and checks the generated certificate", function()
-      local built, ok, rc, out = helper.with_policy_spy(function()
-        return pcall(run, { "check", "--json", "--listen-peer-urls", "https://127.0.0.1:" .. free_port(),
-          "--peer-auto-tls", "--data-dir", dir })
-      end)
-      assert.is_true(ok, rc)
-      assert.equal(0, rc, out)
-      assert.equal(1, #built)
-      assert.equal("peerlisten.TlsPolicy (closed)", tostring(built[1]))
-      local j = cjson.decode(out)
-      assert.is_true(j.ok)
-      assert.is_true(j.listeners[1].tls)
-      assert.equal(1, #j.certificates)
-    end)
   end)
 
   describe("cert and inspect", function()
@@ -153,7 +120,7 @@ describe("peerlisten.cli", function()
         "--key-type", "ecdsa-p256" }
       assert.equal(0, rc, err)
       local certp = out:match("cert: (%S+)")
-      assert.truthy(read(certp))
+      assert.is_true(exists(certp))
       rc, out = run { "inspect", certp }
       assert.equal(0, rc)
       assert.matches("O=etcd", out, 1, true)
@@ -192,7 +159,7 @@ describe("peerlisten.cli", function()
         assert.equal(2, rc, table.concat(args, " "))
         assert.equal("", out)
         assert.matches("--validity must be a number", err, 1, true)
-        assert.is_nil(read(dir .. "/p/cert.pem"))
+        assert.is_false(exists(dir .. "/p/cert.pem"))
         assert.equal("", helper.sh("ls -A " .. dir))
       end
     end)
@@ -202,12 +169,11 @@ describe("peerlisten.cli", function()
     it("restores the previous C log hook when a listener cannot be created", function()
       local holder = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
       local _, port = holder:addr()
-      local core = peerlisten.core
       local sentinel = function() end
-      local before = core.set_log_hook(sentinel)
+      local before = peerlisten.set_log_hook(sentinel)
       local rc, out, err = run { "serve", "--listen-peer-urls", "http://127.0.0.1:" .. port, "--data-dir", dir }
       holder:close()
-      local after = core.set_log_hook(before)
+      local after = peerlisten.set_log_hook(before)
       assert.equal(1, rc)
       assert.equal("", out)
       assert.matches("address already in use", err, 1, true)
@@ -215,95 +181,29 @@ describe("peerlisten.cli", function()
     end)
   end)
 
-  describe("probe responder", function()
-    -- a fake connection fed with chunks
-    local function fake(chunks)
-      local c = { written = {}, closed = false }
-      function c.read() return table.remove(chunks, 1) end
-      function c:write(s) self.written[#self.written + 1] = s; return true end
-      function c:close() self.closed = true end
-      return c
-    end
-
-    it("answers /health, /version and 404 with keep-alive and pipelining in one write", function()
-      local c = fake { "GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /version HTTP/1.1\r\n\r\n"
-        .. "GET /nope HTTP/1.1\r\n\r\n" }
-      serve.handler()(c)
-      assert.equal(1, #c.written)
-      local w = c.written[1]
-      assert.matches('^HTTP/1.1 200 OK\r\nContent%-Type: application/json\r\nContent%-Length: 17\r\n\r\n'
-        .. '{"health":"true"}', w)
-      assert.matches('"peerlisten":"scm-1"', w, 1, true)
-      assert.matches("HTTP/1.1 404 Not Found", w, 1, true)
-      assert.is_true(c.closed)
-    end)
-
-    it("handles split requests, bodies, Connection: close, HTTP/1.0 and garbage", function()
-      local c = fake { "GET /hea", "lth HTTP/1.1\r\n", "\r\n", "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nab",
-        "cGET /health HTTP/1.1\r\nConnection: close\r\n\r\nGET /health HTTP/1.1\r\n\r\n" }
-      serve.handler()(c)
-      assert.equal(3, #c.written)
-      assert.matches("^HTTP/1.1 200 OK", c.written[1])
-      assert.matches("^HTTP/1.1 405", c.written[2])
-      assert.matches("Connection: close", c.written[3], 1, true)
-      c = fake { "GET /health HTTP/1.0\r\n\r\n", "GET /health HTTP/1.0\r\n\r\n" }
-      serve.handler()(c)
-      assert.equal(1, #c.written)
-      c = fake { "hello\r\n\r\n" }
-      serve.handler()(c)
-      assert.matches("^HTTP/1.1 400", c.written[1])
-    end)
-
-    it("reads header names in any case and ignores look-alike headers", function()
-      local c = fake { "GET /health HTTP/1.0\r\nCookie: a\r\nCONNECTION: Keep-Alive\r\nC\r\n\r\n"
-        .. "POST /health?x=1 HTTP/1.1\r\ncontent-LENGTH: 2\r\nContent-Type: x\r\n\r\nzz"
-        .. "HEAD /version?y HTTP/1.1\r\nconnection: close\r\n\r\nGET /health HTTP/1.1\r\n\r\n" }
-      serve.handler()(c)
-      assert.equal(1, #c.written)
-      local w = c.written[1]
-      local _, n = w:gsub("HTTP/1%.1 ", "")
-      assert.equal(3, n)
-      assert.matches("^HTTP/1.1 200 OK\r\n.-\r\n\r\n{\"health\":\"true\"}HTTP/1.1 405", w)
-      assert.matches("HTTP/1.1 200 OK\r\nContent%-Type: application/json\r\nContent%-Length: %d+\r\n"
-        .. "Connection: close\r\n\r\n$", w)
-      assert.is_true(c.closed)
-    end)
-  end)
-
   describe("serve #interop", function()
-    local function have(tool) return os.execute("command -v " .. tool .. " >/dev/null 2>&1") == true end
-
     -- Starts bin/peerlisten serve in the background; returns its pid and files.
     local function start(args)
-      local pidf, rcf, logf = dir .. "/pid", dir .. "/rc", dir .. "/log"
-      -- the child runs without the sanitizer preload of `make sanitize` (it uses the plain build)
-      local cmd = ("cd %s && (env -u LD_PRELOAD lua5.4 bin/peerlisten serve %s 2>%s & echo $! >%s; wait $!; "
-        .. "echo $? >%s) "
-        .. ">/dev/null 2>&1 &"):format(helper.sh("pwd"):gsub("%s+$", ""), args, logf, pidf, rcf)
-      os.execute(cmd)
-      local pid = poll(10, function() return tonumber(read(pidf) or "") end)
-      return pid, rcf, logf
+      local rcf, logf = dir .. "/rc", dir .. "/log"
+      return helper.bg_status("lua5.4 bin/peerlisten serve " .. args, logf, rcf), rcf, logf
     end
 
     local function wait_log(logf, pattern)
       return poll(20, function()
-        local s = read(logf) or ""
+        local s = read(logf)
         if s:find(pattern, 1, true) then return s end
       end) or read(logf)
     end
 
     local function stop(pid, rcf)
       os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-      local rc = poll(20, function()
-        local s = read(rcf)
-        return s and tonumber(s:match("%d+"))
-      end)
+      local rc = poll(20, function() return tonumber(read(rcf):match("%d+") or "") end)
       if not rc then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
       return rc
     end
 
     it("answers /health over http and https and exits 0 on SIGTERM", function()
-      if not have("curl") then
+      if not helper.have("curl") then
         pending("curl is not installed")
         return
       end
@@ -332,10 +232,7 @@ describe("peerlisten.cli", function()
       local _, port = holder:addr()
       local pid, rcf, logf = start("--listen-peer-urls http://127.0.0.1:" .. port)
       finally(function() if pid then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end end)
-      local rc = poll(20, function()
-        local s = read(rcf)
-        return s and s:match("%d+")
-      end)
+      local rc = poll(20, function() return read(rcf):match("%d+") end)
       holder:close()
       assert.equal("1", rc)
       assert.matches("address already in use", read(logf), 1, true)

@@ -1,4 +1,6 @@
--- spec/helper.lua: shared test helpers (fd counting, temp dirs, small clients).
+-- Shared test helpers: fd counting, temp dirs, files, shell commands and
+-- background processes, small clients. Spec files use these instead of
+-- their own copies.
 local M = {}
 
 local has_lfs, lfs = pcall(require, "lfs")
@@ -59,24 +61,41 @@ function M.rmdir(d)
   if d and d:match("^/tmp/peerlisten%-spec") then os.execute("rm -rf '" .. d .. "'") end
 end
 
---- Runs a shell command, returns its stdout.
-function M.sh(cmd)
-  local p = io.popen(cmd)
+-- Child processes (openssl, curl, go, etcd) must not inherit the sanitizer
+-- settings of `make sanitize`: curl and etcd hang or die with them.
+M.NOSAN = "unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; "
+
+--- Runs a shell command (without the sanitizer settings); returns its
+--- stdout and its exit status.
+function M.run(cmd)
+  local p = io.popen(M.NOSAN .. cmd)
   local out = p:read("a")
-  p:close()
-  return out
+  local _, _, status = p:close()
+  return out, status
 end
 
---- Steps the peerlisten loop until cond() is true or timeout seconds passed.
+--- Runs a shell command (without the sanitizer settings); returns its stdout.
+function M.sh(cmd)
+  return (M.run(cmd))
+end
+
+--- `s` quoted for the shell.
+function M.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- Steps the peerlisten loop until cond() returns a true value (returned)
+--- or timeout seconds passed (false).
 function M.wait_until(cond, timeout)
   local core = require "peerlisten.core"
   local socket = require "socket"
   local deadline = socket.gettime() + (timeout or 5)
-  while not cond() do
+  while true do
+    local v = cond()
+    if v then return v end
     if socket.gettime() > deadline then return false end
     core.step(0.005)
   end
-  return true
 end
 
 --- A connected luasocket TCP client (non-blocking afterwards).
@@ -120,8 +139,7 @@ end
 --- Returns the pid and the output path; stop it with M.kill(pid).
 --- The command runs in its own process group (setsid), led by that pid.
 function M.bg(cmd, outfile)
-  local quoted = "'" .. cmd:gsub("'", "'\\''") .. "'"
-  local p = io.popen(("setsid sh -c %s > '%s' 2>&1 < /dev/null & echo $!"):format(quoted, outfile))
+  local p = io.popen(("%ssetsid sh -c %s > %s 2>&1 < /dev/null & echo $!"):format(M.NOSAN, M.q(cmd), M.q(outfile)))
   local child = tonumber(p:read("l"))
   p:close()
   return child, outfile
@@ -132,12 +150,59 @@ function M.kill(child)
   if child then os.execute(("kill -TERM -%d %d 2>/dev/null; true"):format(child, child)) end
 end
 
+--- Like M.bg, but the pid returned is the command's own (signals reach it,
+--- not a wrapping shell) and its exit status is written to `rcfile` when it
+--- ends; its stderr goes to `errfile`. Returns nil when it did not start
+--- within 10 s.
+function M.bg_status(cmd, errfile, rcfile)
+  local pidfile = rcfile .. ".pid"
+  os.execute(("%s(%s 2>%s & echo $! >%s; wait $!; echo $? >%s) >/dev/null 2>&1 &")
+    :format(M.NOSAN, cmd, M.q(errfile), M.q(pidfile), M.q(rcfile)))
+  return M.wait_until(function() return tonumber(M.readfile(pidfile)) end, 10) or nil
+end
+
+--- Sends SIGTERM to a process (and to its process group when it leads one,
+--- as M.bg's do) and waits up to `timeout` seconds (default 5) for it to
+--- end; SIGKILL after that.
+function M.stop(child, timeout)
+  if not child then return end
+  os.execute(("kill -TERM -%d %d 2>/dev/null; true"):format(child, child))
+  if not M.wait_until(function() return not M.alive(child) end, timeout or 5) then
+    os.execute(("kill -KILL -%d %d 2>/dev/null; true"):format(child, child))
+  end
+end
+
+--- Whether this process is running and not a zombie (an exited child may
+--- wait a while for its reaper).
+function M.alive(p)
+  local f = io.open("/proc/" .. p .. "/stat")
+  if not f then return false end
+  local st = f:read("a")
+  f:close()
+  return st:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+--- The contents of a file, "" when it does not exist (yet).
 function M.readfile(path)
-  local f = io.open(path)
+  local f = io.open(path, "rb")
   if not f then return "" end
   local s = f:read("a")
   f:close()
   return s
+end
+
+--- Whether a file exists.
+function M.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+--- Writes a file (raises on failure).
+function M.writefile(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
 end
 
 --- A self-signed EC certificate for localhost/127.0.0.1 in dir (openssl CLI).
@@ -176,8 +241,19 @@ function M.with_policy_spy(fn)
   return built, table.unpack(res, 2, res.n)
 end
 
+--- The `msg` of each log entry (a capture logger's `entries`, a check
+--- report's `warnings`), only those at `level` when given.
+function M.msgs(entries, level)
+  local out = {}
+  for _, e in ipairs(entries) do
+    if level == nil or e.level == level then out[#out + 1] = e.msg end
+  end
+  return out
+end
+
+--- Whether a command is on PATH.
 function M.have(tool)
-  return M.sh("command -v " .. tool .. " 2>/dev/null") ~= ""
+  return M.sh("command -v " .. M.q(tool) .. " 2>/dev/null") ~= ""
 end
 
 --- Opens the process-wide fds that libuv and the resolver create lazily

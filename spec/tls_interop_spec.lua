@@ -1,4 +1,4 @@
--- spec/tls_interop_spec.lua: TLS listeners against real peers (#interop):
+-- TLS listeners against real peers (#interop):
 -- openssl s_client, curl and a Go crypto/tls client (spec/support/goclient,
 -- built here into a temp dir).  Each client runs as a background process
 -- (its own process group, stopped by pid); the spec drives the loop with
@@ -10,20 +10,7 @@ local pki_mod = require "support.pki"
 local P, tmp, goclient
 local have = {}
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- running and not a zombie (an exited child may wait a while for its reaper)
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local st = f:read("a")
-  f:close()
-  return st:match("^%d+ %b() (%a)") ~= "Z"
-end
-
-local function kill(pid)
-  os.execute("kill -TERM -- -" .. pid .. " 2>/dev/null; kill -TERM " .. pid .. " 2>/dev/null")
-end
+local shq, alive, kill, slurp = helper.q, helper.alive, helper.kill, helper.readfile
 
 local seq = 0
 --- Starts cmd in the background (own process group); returns pid, outfile.
@@ -31,21 +18,8 @@ local function start(cmd)
   seq = seq + 1
   local out = ("%s/out.%d"):format(tmp, seq)
   local script = ("%s/cmd.%d.sh"):format(tmp, seq)
-  local f = assert(io.open(script, "w"))
-  f:write(cmd, "\n")
-  f:close()
-  local p = io.popen(("setsid bash %s >%s 2>&1 </dev/null & echo $!"):format(shq(script), shq(out)))
-  local pid = assert(tonumber(p:read("l")))
-  p:close()
-  return pid, out
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
+  helper.writefile(script, cmd .. "\n")
+  return assert(helper.bg("bash " .. shq(script), out)), out
 end
 
 -- What the server does with an accepted connection: read a request, answer

@@ -1,4 +1,4 @@
--- spec/tls_policy_spec.lua: peerlisten.TlsPolicy without sockets.  Handshakes
+-- peerlisten.TlsPolicy without sockets.  Handshakes
 -- run in memory through core._tls_handshake (a client SSL over a BIO pair,
 -- driving the same pl_tls_* calls conn.c makes).
 local core = require "peerlisten.core"
@@ -24,11 +24,7 @@ local function fails(o, msg, code)
   assert.are.equal(code, c)
 end
 
-local function write(path, s)
-  local f = assert(io.open(path, "w"))
-  f:write(s)
-  f:close()
-end
+local write = helper.writefile
 
 local function handshake(p, client)
   return core._tls_handshake(p, client or {})
@@ -673,7 +669,7 @@ describe("peerlisten.TlsPolicy", function()
         accepted(mtls, pair("client-good"))
         assert.are.equal(2, stats(mtls).hits)
       end)
-      it("rejects a cached certificate once it expires (real clock)", function()
+      it("#slow rejects a cached certificate once it expires (real clock)", function()
         local now = os.time()
         local crt = P:issue("client-short", { not_before = now - 60, not_after = now + 2 })
         local client = { cert = crt, key = P:key("client-short") }

@@ -1,6 +1,6 @@
 --- Certificates: etcd's self-signed peer certificate, inspection, and a small cluster CA.
 --
--- `self_signed` reproduces etcd's peer auto-TLS (`transport.SelfCert`, reference §5): the same
+-- `self_signed` reproduces etcd's peer auto-TLS (`transport.SelfCert`): the same
 -- directory rules, certificate fields and log lines, plus what etcd lacks: keys are written 0600
 -- from the first byte, both files atomically, and an existing pair is reused only when it is
 -- still good. `ca` and `issue` replace the usual cfssl/openssl scripts for mutual-TLS peers.

@@ -8,7 +8,8 @@
 -- @module peerlisten.cli
 
 local peerlisten = require "peerlisten"
-local serve = require "peerlisten.serve"
+local check = require "peerlisten.check"
+local responder = require "peerlisten.responder"
 
 local config = peerlisten.config
 local log = peerlisten.log
@@ -159,12 +160,12 @@ local function cmd_serve(args, _, err, env)
     return 1
   end
   config.log_notes(cfg, logger)
-  local prev_hook = peerlisten.core.set_log_hook(logger:hook())
+  local prev_hook = peerlisten.set_log_hook(logger:hook())
   -- the probe responder speaks HTTP/1.1: offer that in ALPN instead of etcd's h2
   local peers, perr = peerlisten.configure_peer_listeners(cfg, { logger = logger, tls = { alpn = { "http/1.1" } } })
   if not peers then
     err("peerlisten serve: ", perr, "\n")
-    peerlisten.core.set_log_hook(prev_hook)
+    peerlisten.set_log_hook(prev_hook)
     logger:close()
     return 1
   end
@@ -173,9 +174,9 @@ local function cmd_serve(args, _, err, env)
     got = name
     peerlisten.stop()
   end
-  local hint = peerlisten.core.on_signal("SIGINT", on_signal)
-  local hterm = peerlisten.core.on_signal("SIGTERM", on_signal)
-  peers:serve(serve.handler { logger = logger })
+  local hint = peerlisten.on_signal("SIGINT", on_signal)
+  local hterm = peerlisten.on_signal("SIGTERM", on_signal)
+  peers:serve(responder.handler { logger = logger })
   peerlisten.run()
   if got then
     logger:info("received signal; shutting down", { signal = got == "SIGINT" and "interrupt" or "terminated" })
@@ -187,80 +188,12 @@ local function cmd_serve(args, _, err, env)
   logger:info("closed peer listeners", { name = cfg.name, ["data-dir"] = cfg.data_dir })
   hint:close()
   hterm:close()
-  peerlisten.core.set_log_hook(prev_hook)
+  peerlisten.set_log_hook(prev_hook)
   logger:close()
   return got and 0 or 1
 end
 
 -- check --------------------------------------------------------------------
-
-local function url_hosts(cfg, schemes)
-  local hosts = {}
-  for _, s in ipairs(cfg.listen_peer_urls) do
-    local u = peerlisten.url.parse(s)
-    if u and schemes[u.scheme] and u.host and u.host ~= "" then hosts[#hosts + 1] = u.host end
-  end
-  return hosts
-end
-
-local function contains(list, v)
-  for _, x in ipairs(list or {}) do if x == v then return true end end
-  return false
-end
-
--- Certificate checks beyond what etcd does at startup: warnings only.
-local function check_certs(cfg, policy_files, warn, certs)
-  local ok, cert = pcall(require, "peerlisten.cert")
-  if not ok then return end
-  local p = policy_files
-  if p.cert_file == "" or p.key_file == "" then return end
-  local info = cert.inspect(p.cert_file)
-  if not info then return end
-  if info.subject == nil then info = info[1] end
-  local entry = { file = p.cert_file, subject = info.subject, not_after = info.not_after_rfc3339,
-    days_left = info.days_left, sans = info.sans }
-  certs[#certs + 1] = entry
-  local mok, merr = cert.matches_key(p.cert_file, p.key_file)
-  if not mok then warn("peer certificate and key do not match", { ["cert-file"] = p.cert_file, error = merr }) end
-  local now = os.time()
-  if info.not_after and info.not_after < now then
-    warn("peer certificate has expired", { ["cert-file"] = p.cert_file, ["not-after"] = info.not_after_rfc3339 })
-  elseif info.not_after and info.not_after - now < 30 * 86400 then
-    warn("peer certificate expires within 30 days",
-      { ["cert-file"] = p.cert_file, ["not-after"] = info.not_after_rfc3339 })
-  elseif info.not_before and info.not_before > now then
-    warn("peer certificate is not valid yet", { ["cert-file"] = p.cert_file })
-  end
-  local sans = info.sans or {}
-  for _, h in ipairs(url_hosts(cfg, { https = true })) do
-    local unspecified = h == "0.0.0.0" or h == "::"
-    if not unspecified and not contains(sans.ip, h) and not contains(sans.dns, h) then
-      warn("peer certificate does not cover the URL host", { ["cert-file"] = p.cert_file, host = h })
-    end
-  end
-  local eku = info.ext_key_usage or {}
-  if #eku > 0 then
-    local function has(u)
-      for _, x in ipairs(eku) do if x:lower():find(u, 1, true) then return true end end
-      return false
-    end
-    if not has("server") then
-      warn("peer certificate lacks the serverAuth extended key usage", { ["cert-file"] = p.cert_file })
-    end
-    if p.client_cert_file == "" and not has("client") then
-      warn("peer certificate lacks the clientAuth extended key usage (peers dial with it)",
-        { ["cert-file"] = p.cert_file })
-    end
-  end
-  if p.trusted_ca_file ~= "" and cert.verify then
-    local vok, verr = cert.verify(p.client_cert_file ~= "" and p.client_cert_file or p.cert_file,
-      p.trusted_ca_file, "client")
-    if not vok then
-      warn("peer client certificate does not verify against the trusted CA",
-        { ["trusted-ca-file"] = p.trusted_ca_file, error = verr })
-    end
-  end
-end
 
 local function field_text(fields)
   local keys = {}
@@ -279,64 +212,19 @@ local function cmd_check(args, out, err, env)
     elseif a == "--explain" or a == "-explain" then flags.explain = true
     else rest[#rest + 1] = a end
   end
-  local report = { ok = false, warnings = {}, listeners = {}, certificates = {} }
   local cfg, msg, code = load_config(rest, env)
   if not cfg and code == "EUSAGE" then
     err("peerlisten check: ", msg, "\n", "Run 'peerlisten check --help' for usage.\n")
     return 2
   end
-  local capture = log.capture { level = "info" }
-  for _, n in ipairs(cfg and cfg._notes or {}) do
-    if n.level ~= "info" and n.level ~= "debug" then
-      report.warnings[#report.warnings + 1] = { level = n.level, msg = n.msg, fields = n.fields, text = n.text }
-    end
-  end
-  if cfg then
-    local pts = cfg.peer_transport_security
-    local peers, perr, pcode = peerlisten.configure_peer_listeners(cfg, { logger = capture })
-    if peers then
-      for i = 1, #peers do
-        report.listeners[i] = { url = peers[i]:url(), address = peerlisten.bound_address(peers[i]),
-          tls = peers[i]:tls() ~= nil }
-      end
-      local files = {
-        cert_file = pts.cert_file, key_file = pts.key_file, client_cert_file = pts.client_cert_file,
-        trusted_ca_file = pts.trusted_ca_file,
-      }
-      if peers.policy and peers.policy.info then
-        local info = peers.policy:info()
-        files.cert_file, files.key_file = info.cert_file or files.cert_file, info.key_file or files.key_file
-      end
-      peers:close(1)
-      if peers.policy then peers.policy:close() end   -- a preflight keeps nothing open
-      report.ok = true
-      check_certs(cfg, files, function(m, f) capture:warn(m, f) end, report.certificates)
-    else
-      msg, code = perr, pcode
-    end
-  end
-  for _, e in ipairs(capture.entries) do
-    if e.level ~= "info" and e.level ~= "debug" then
-      report.warnings[#report.warnings + 1] = { level = e.level, msg = e.msg, fields = e.fields }
-    end
-  end
-  if not report.ok then report.error, report.code = msg, code end
-  if flags.explain and cfg then report.explain = config.explain(cfg) end
+  local report = cfg and peerlisten.check(cfg, { explain = flags.explain }) or check.failure(msg, code)
 
   if flags.json then
-    local j = { ok = report.ok, error = report.error, code = report.code, warnings = report.warnings,
-      listeners = report.listeners, certificates = report.certificates }
-    if report.explain then
-      j.explain = {}
-      for i, row in ipairs(report.explain) do
-        j.explain[i] = { key = row.yaml, value = row.value, source = row.source }
-      end
-    end
-    out(log.encode(j), "\n")
+    out(log.encode(report), "\n")
   else
     if report.explain then
       out("Effective configuration (value, source):\n")
-      for _, row in ipairs(report.explain) do out("  ", row.text, "\n") end
+      for _, row in ipairs(config.explain(cfg)) do out("  ", row.text, "\n") end
     end
     for _, w in ipairs(report.warnings) do
       local f = field_text(w.fields)
@@ -370,7 +258,7 @@ local function validity_of(o)
 end
 
 local function cmd_cert(args, out, err)
-  local cert = require "peerlisten.cert"
+  local cert = peerlisten.cert
   local sub = args[1]
   local logger = log.new { outputs = { function(line) err(line, "\n") end }, sampling = false }
   if sub == "ca" then
@@ -413,7 +301,7 @@ local function cmd_cert(args, out, err)
 end
 
 local function cmd_inspect(args, out, err)
-  local cert = require "peerlisten.cert"
+  local cert = peerlisten.cert
   local json = false
   local files = {}
   for _, a in ipairs(args) do

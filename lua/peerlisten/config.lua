@@ -1,7 +1,7 @@
 --- etcd configuration for peer listeners: Lua tables, YAML files, flags, ETCD_* env.
 --
 -- Every source produces the same validated plain table, keyed by etcd's YAML
--- keys with '-' written '_' (reference §2):
+-- keys with '-' written '_':
 --
 --    { name, data_dir, listen_peer_urls = { "http://localhost:2380" },
 --      peer_transport_security = { cert_file, key_file, client_cert_file,
@@ -17,11 +17,14 @@
 -- loading (`{ level =, msg =, fields = }`, e.g. `recognized and used environment
 -- variable`, unknown-key warnings), `_sources`, where each value came from
 -- (see `explain`), `_other`, keys etcd knows that do not concern peer
--- listeners (kept, unused), and `_file`, the config file path.
+-- listeners (kept, unused), `_peer_urls`, the listen-peer URLs parsed
+-- (`url.parse` tables, in the order of `listen_peer_urls`), and `_file`, the
+-- config file path.
 -- Failures are `nil, message, "ECONFIG"`; a malformed command line is
 -- `nil, message, "EUSAGE"` (the CLI exits 2 for it, as etcd's flag package).
 -- @module peerlisten.config
 
+local core = require "peerlisten.core"
 local url = require "peerlisten.url"
 
 local M = {}
@@ -275,11 +278,25 @@ end
 
 local validated = setmetatable({}, { __mode = "k" })
 
+-- etcd's Validate checks the TLS versions, and refuses cipher suites with a
+-- TLS1.3 minimum, before anything looks at the cipher names (those are
+-- configure_peer_listeners' step). The C policy owns these rules: a
+-- throw-away policy with just these settings is asked, with the cipher list
+-- only when the minimum is TLS1.3 (where the policy refuses any list before
+-- reading names). Returns its message, or nil when the settings pass.
+local function tls_error(cfg)
+  local policy, err = core.tls_policy { min_version = cfg.tls_min_version, max_version = cfg.tls_max_version,
+    cipher_suites = cfg.tls_min_version == "TLS1.3" and cfg.cipher_suites or nil }
+  if not policy then return err end
+  policy:close()
+end
+
 -- Builds the validated table. `raw` maps option keys to raw values, `sources`
 -- maps option keys to "table"/"file"/"flag"/"env". `notes` collects log
 -- entries. `errors` collects messages.
 local function build(raw, sources, notes, errors, mode)
   local cfg = { _notes = notes, _sources = {}, _other = {} }
+  local peer_urls
   for _, o in ipairs(OPTIONS) do
     local opt = o.opt
     local v, from = raw[opt.key], sources[opt.key]
@@ -307,6 +324,7 @@ local function build(raw, sources, notes, errors, mode)
                 errors[#errors + 1] = "listen_peer_urls: " .. perr
               end
             else
+              peer_urls = list
               value = url.strings(list)
             end
           end
@@ -335,7 +353,7 @@ local function build(raw, sources, notes, errors, mode)
     cfg._sources[opt.key] = from or "default"
   end
 
-  -- etcd's post-processing and Validate() checks (reference §2, §3.2)
+  -- etcd's post-processing and Validate() checks
   if cfg.self_signed_cert_validity == 0 and cfg._sources.self_signed_cert_validity == "file" then
     cfg.self_signed_cert_validity = 1
   end
@@ -356,27 +374,14 @@ local function build(raw, sources, notes, errors, mode)
     end
   end
   if #errors == 0 then
-    for _, u in ipairs(cfg.listen_peer_urls) do
-      local pu = url.parse(u)
-      local ok, err = url.check_bind(pu)
+    cfg._peer_urls = peer_urls or assert(url.parse_list(cfg.listen_peer_urls))
+    for _, u in ipairs(cfg._peer_urls) do
+      local ok, err = url.check_bind(u)
       if not ok then errors[#errors + 1] = err end
     end
   end
-  local function version_ok(v)
-    if v ~= "" and v ~= "TLS1.2" and v ~= "TLS1.3" then
-      errors[#errors + 1] = ('unexpected TLS version "%s" (must be one of: TLS1.2, TLS1.3)'):format(v)
-      return false
-    end
-    return true
-  end
-  local okmin, okmax = version_ok(cfg.tls_min_version), version_ok(cfg.tls_max_version)
-  if okmin and okmax and cfg.tls_max_version ~= "" and cfg.tls_min_version > cfg.tls_max_version then
-    errors[#errors + 1] = ("min version (%s) is greater than max version (%s)")
-      :format(cfg.tls_min_version, cfg.tls_max_version)
-  end
-  if cfg.tls_min_version == "TLS1.3" and #cfg.cipher_suites > 0 then
-    errors[#errors + 1] = "cipher suites cannot be configured when only TLS1.3 is enabled"
-  end
+  local terr = tls_error(cfg)
+  if terr then errors[#errors + 1] = terr end
   local levels = { debug = 1, info = 1, warn = 1, error = 1, dpanic = 1, panic = 1, fatal = 1 }
   if not levels[cfg.log_level] then
     errors[#errors + 1] = ('unknown log level "%s"'):format(cfg.log_level)

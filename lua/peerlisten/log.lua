@@ -1,7 +1,7 @@
 --- zap-compatible structured logging.
 --
 -- Loggers write one JSON object per line with the keys `level`, `ts`, `caller`,
--- `msg`, then the entry's fields, as etcd's zap logger does (reference §7), or
+-- `msg`, then the entry's fields, as etcd's zap logger does, or
 -- a tab-separated console line (`format = "console"`). Every output of the
 -- library goes through a logger; `capture()` records entries as tables.
 --
@@ -16,6 +16,8 @@
 -- 100th. `sampling = false` turns it off; capture loggers do not sample unless
 -- asked.
 -- @module peerlisten.log
+
+local core = require "peerlisten.core"
 
 local M = {}
 
@@ -41,18 +43,9 @@ local function field_less(a, b)
   return tostring(a) < tostring(b)
 end
 
---- The wall clock in seconds (with a fraction when the core can tell it).
--- Replaceable (specs freeze time with it).
-function M.clock()
-  return os.time()
-end
-do
-  local ok, core = pcall(require, "peerlisten.core")
-  if ok and type(core) == "table" then
-    local f = core.walltime or core.gettime or core.time
-    if type(f) == "function" then M.clock = f end
-  end
-end
+--- The wall clock in seconds, with a fraction. Replaceable (specs freeze
+-- time with it).
+M.clock = core.walltime
 
 --- Formats a wall-clock time as etcd's zap `ts`: `2006-01-02T15:04:05.000000Z` (UTC).
 -- @tparam number t seconds since the epoch

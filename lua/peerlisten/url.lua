@@ -1,7 +1,7 @@
 --- etcd's listen-URL rules: parsing, validation, ordering.
 --
 -- Parses URLs the way etcd's `types.NewURLs` and `Config.Validate` see them
--- (reference §3.1 and §3.2 item 2) and returns tables that `core.listen`
+-- and returns tables that `core.listen`
 -- takes as its arguments: `{ url =, scheme =, host =, port =, path = }`.
 -- Errors are `nil, message, "EURL"` with etcd's wording.
 -- @module peerlisten.url

@@ -1,11 +1,11 @@
--- spec/support/pki.lua: a throw-away PKI for the TLS specs, made with the
+-- A throw-away PKI for the TLS specs, made with the
 -- openssl CLI in a temp dir at test time (no private key is committed).
 --
 --   local pki = require "support.pki"
 --   local P = pki.new()   -- P.dir, P.path("ca.crt"), P.cert("client-good") ...
 --   P:cleanup()
 --
--- Files (all PEM unless noted), after etcd's reference setup (§9):
+-- Files (all PEM unless noted), after etcd's own test PKI:
 --   ca.crt/.key             test CA (EC P-256)
 --   other-ca.crt/.key       an unrelated CA
 --   server.crt/.key         CN peer1, SAN IP 127.0.0.1 + DNS localhost, server+client auth
@@ -25,22 +25,21 @@
 --   stale.crl               CRL of ca revoking client-good, nextUpdate 1 s after creation
 --                           (P.stale_at: os.time() after which it is stale)
 --   rsa-server.crt/.key     RSA 2048 server cert (for RSA-only cipher suites)
+local helper = require "helper"
+
 local M = {}
 M.__index = M
 
+-- Runs an openssl command, raising when it fails.
 local function sh(cmd)
-  local ok = os.execute(cmd .. " >/dev/null 2>&1")
-  if not ok then error("pki: command failed: " .. cmd, 2) end
+  local out, status = helper.run(cmd .. " 2>&1")
+  if status ~= 0 then error("pki: command failed: " .. cmd .. "\n" .. out, 2) end
 end
 
-local function write(path, s)
-  local f = assert(io.open(path, "w"))
-  f:write(s)
-  f:close()
-end
+local write = helper.writefile
 
 function M.available()
-  return os.execute("command -v openssl >/dev/null 2>&1") and true or false
+  return helper.have("openssl")
 end
 
 local function ca_cnf(dir, name, days_back)

@@ -12,44 +12,9 @@ local function can_bind(port)
   return true
 end
 
-local function msgs(logger, level)
-  local out = {}
-  for _, e in ipairs(logger.entries) do
-    if level == nil or e.level == level then out[#out + 1] = e.msg end
-  end
-  return out
-end
+local function msgs(logger, level) return helper.msgs(logger.entries, level) end
 
--- Runs cmd in the background; returns its pid and output file.
-local function background(cmd, dir)
-  local out = dir .. "/bg." .. tostring(math.random(1e9))
-  local pid = helper.sh(("(%s) >%s 2>&1 & echo $!"):format(cmd, out)):match("%d+")
-  return tonumber(pid), out
-end
-
-local function read(path)
-  local fh = io.open(path)
-  if not fh then return "" end
-  local s = fh:read("a")
-  fh:close()
-  return s
-end
-
--- Steps the loop until pid has exited (upper bound: timeout seconds).
-local function wait_pid(pid, timeout)
-  local deadline = os.time() + timeout
-  while os.time() <= deadline do
-    if not io.open("/proc/" .. pid .. "/stat") then return true end
-    local st = read("/proc/" .. pid .. "/stat")
-    if st:match("^%d+ %b() Z") then
-      os.execute("wait " .. pid .. " 2>/dev/null")
-      return true
-    end
-    peerlisten.step(0.02)
-  end
-  os.execute("kill " .. pid .. " 2>/dev/null")
-  return false
-end
+local read = helper.readfile
 
 local RESPONSE = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 local function handler(conn)
@@ -160,6 +125,13 @@ describe("peerlisten.configure_peer_listeners", function()
       assert.equal("ETLSCONFIG", code)
     end)
 
+    it("accepts, for http only, a known cipher suite OpenSSL cannot negotiate (as etcd starts)", function()
+      local peers <close> = assert(peerlisten.configure_peer_listeners({
+        listen_peer_urls = "http://127.0.0.1:0", cipher_suites = { "TLS_ECDHE_RSA_WITH_RC4_128_SHA" },
+      }, { logger = log.capture() }))
+      assert.equal(1, #peers)
+    end)
+
     it("returns etcd's error for https without certs, leaving nothing bound", function()
       local port = free_port()
       local peers, err, code = peerlisten.configure_peer_listeners({
@@ -250,8 +222,9 @@ describe("peerlisten.configure_peer_listeners", function()
       assert.is_nil(peers)
       assert.matches("address already in use", err, 1, true)
       assert.equal("EADDRINUSE", code)
-      assert.equal(1, #built)
-      assert.equal("peerlisten.TlsPolicy (closed)", tostring(built[1]))
+      -- the listeners' policy, and the one that validated the TLS settings
+      assert.equal(2, #built)
+      for _, p in ipairs(built) do assert.equal("peerlisten.TlsPolicy (closed)", tostring(p)) end
     end)
 
     it("removes unix socket files it created", function()
@@ -284,10 +257,10 @@ describe("peerlisten.configure_peer_listeners", function()
       assert.equal(1, #logger:find("starting with peer TLS"))
       peers:serve(handler)
       assert.equal(1, #logger:find("serving peer traffic"))
-      local pid, out = background(("env -u LD_PRELOAD curl -sS --http1.1 --max-time 5 --cacert %s https://127.0.0.1:%d/health")
-        :format(certp, port),
-        dir)
-      assert.is_true(wait_pid(pid, 8))
+      local pid, out = helper.bg(("curl -sS --http1.1 --max-time 5 --cacert %s https://127.0.0.1:%d/health")
+        :format(certp, port), dir .. "/curl.out")
+      finally(function() helper.kill(pid) end)
+      assert.truthy(helper.wait_until(function() return not helper.alive(pid) end, 8))
       assert.equal("ok", read(out))
       peers:close()
       local address = "127.0.0.1:" .. port

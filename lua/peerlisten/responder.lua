@@ -7,7 +7,7 @@
 -- idle longer than the listener's read timeout is closed. Requests are parsed
 -- with plain `string.find`s on the buffered bytes (patterns only for unusual
 -- request lines); responses are prebuilt strings.
--- @module peerlisten.serve
+-- @module peerlisten.responder
 
 local M = {}
 
