@@ -8,16 +8,8 @@ local core = require "peerlisten.core"
 local cli = require "peerlisten.cli"
 local log = require "peerlisten.log"
 local helper = require "helper"
+local q, sh, writefile = helper.q, helper.sh, helper.writefile
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd) return helper.sh("unset LD_PRELOAD; " .. cmd) end
-
-local function writefile(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
 
 -- Everything under dir: type, path, size and a checksum of regular files (so that a file
 -- truncated, rewritten, moved or deleted shows).

@@ -7,16 +7,10 @@ local peerlisten = require "peerlisten"
 local core = require "peerlisten.core"
 local log = require "peerlisten.log"
 local helper = require "helper"
+local q, writefile = helper.q, helper.writefile
 
 local has_ssl = pcall(require, "ssl")
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function writefile(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
 
 local function rss_kb()
   for line in io.lines("/proc/self/status") do

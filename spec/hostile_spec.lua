@@ -4,6 +4,7 @@
 -- this process) handshakes every 100 ms. The legitimate peer never fails, every hostile connection
 -- is dropped at the handshake deadline, and the server's fds and stats() return to their baseline.
 local helper = require "helper"
+local q, writefile = helper.q, helper.writefile
 local cert = require "peerlisten.cert"
 local log = require "peerlisten.log"
 local socket = require "socket"
@@ -12,13 +13,6 @@ local has_ssl, ssl = pcall(require, "ssl")
 local IDLE, HALF = 1000, 1000
 local TIMEOUT = 2
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function writefile(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
 
 -- The server: reports "accepted active handshaking handshake_failures fds" to <dir>/stats
 -- every 100 ms (written whole, then renamed), answers each accepted peer with "ok".
