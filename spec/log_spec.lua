@@ -116,6 +116,31 @@ describe("peerlisten.log", function()
       assert.matches('"server-name":"h\\ufffdst', lines[1], 1, true)
     end)
 
+    it("#interop keeps a listener's rejection line valid when a client sends SNI bytes >= 0x80", function()
+      local helper = require "helper"
+      local peerlisten = require "peerlisten"
+      if not helper.have("openssl") then pending("openssl not installed") return end
+      local dir = helper.tmpdir()
+      local cert, key = helper.selfsigned(dir)
+      local lines = {}
+      local l = assert(log.new { sink = function(line) lines[#lines + 1] = line end, caller = false })
+      local pol = assert(peerlisten.tls.policy { cert_file = cert, key_file = key, trusted_ca_file = cert,
+        client_cert_auth = true })
+      local lis = assert(peerlisten.listen { url = "https://127.0.0.1:0", tls = pol, logger = l })
+      lis:serve(function(c) c:close() end)
+      local _, port = lis:addr()
+      local pid = helper.bg(("printf '' | openssl s_client -connect 127.0.0.1:%d -servername \"$(printf 'h\\377\\376st')\""
+        .. " >/dev/null 2>&1"):format(port), dir .. "/out")
+      local ok = helper.wait_until(function() return #lines > 0 end, 10)
+      helper.kill(pid)
+      lis:close()
+      pol:close()
+      helper.rmdir(dir)
+      assert.is_true(ok, "no rejection logged")
+      assert.is_truthy(utf8.len(lines[1]), lines[1])
+      assert.equal("h\u{fffd}\u{fffd}st", cjson.decode(lines[1])["server-name"])
+    end)
+
     it("leaves valid multi-byte UTF-8 as it is", function()
       local s = "gr\u{fc}\u{df}e \u{65e5}\u{672c} \u{1f512}"
       assert.equal('"' .. s .. '"', log.encode(s))
