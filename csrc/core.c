@@ -515,7 +515,11 @@ int luaopen_peerlisten_core (lua_State *L) {
   pl_open_conn(L);
   pl_open_tlspolicy(L);
   pl_open_cert(L);
+  pl_open_files(L);
   pl_open_signal(L);
+#ifdef PL_TEST_HOOKS
+  pl_open_test_hooks(L);
+#endif
   lua_pushliteral(L, "scm-1");
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -25,7 +25,15 @@ PL_HIDDEN int pl_open_listener (lua_State *L);
 PL_HIDDEN int pl_open_conn (lua_State *L);
 PL_HIDDEN int pl_open_tlspolicy (lua_State *L);
 PL_HIDDEN int pl_open_cert (lua_State *L);
+PL_HIDDEN int pl_open_files (lua_State *L);    /* files.c (cert.lua's file primitives) */
 PL_HIDDEN int pl_open_signal (lua_State *L);   /* signal.c (Lua-layer helper) */
+#ifdef PL_TEST_HOOKS
+struct pl_tls;
+/* test_hooks.c, only in the test build (make defines PL_TEST_HOOKS) */
+PL_HIDDEN int pl_open_test_hooks (lua_State *L);
+PL_HIDDEN extern long pl_tls_clock_shift;    /* seconds added to verification's "now" */
+PL_HIDDEN int pl_tls_test_cache (lua_State *L, struct pl_tls *t, lua_Integer max);
+#endif
 
 /* ---- errors.c: fail triples (push nil, message, code; return 3) ---- */
 PL_HIDDEN int pl_fail (lua_State *L, const char *code, const char *fmt, ...);
@@ -74,6 +82,18 @@ PL_HIDDEN const char *pl_tls_post_check (pl_tls *t, SSL *ssl, const char *remote
                                          char *msg, size_t msglen);
 
 /* Pushes conn:tls_info()'s table for an established SSL. */
+/* Client side (dialing a peer): an SSL in connect state from the policy's
+** client SSL_CTX (built on the first call; loop thread).  host is the name
+** (SNI and host name check) or, with host_is_ip, the IP address the server
+** certificate must carry; the server is not verified with
+** insecure_skip_verify, or when a self-signed policy has no trusted CA.
+** NULL with err filled on failure. */
+PL_HIDDEN SSL *pl_tls_new_client_ssl (pl_tls *t, const char *host, int host_is_ip,
+                                      char *err, size_t errlen);
+/* Words a failed client handshake (errors drained from the queue) and
+** says who refused it: "ESERVERCERT" (we rejected the server's
+** certificate), "EPEERREJECTED" (the server sent an alert), or "ETLS". */
+PL_HIDDEN const char *pl_tls_client_failure (SSL *ssl, int ssl_error, char *msg, size_t msglen);
 PL_HIDDEN void pl_tls_push_info (lua_State *L, SSL *ssl);
 
 /* Pushes the ip-addresses and dns-names arrays of the peer certificate (two

@@ -55,19 +55,37 @@ describe("rockspec", function()
       pending("luarocks is not installed")
       return
     end
-    local tree = helper.tmpdir()
-    local out = helper.sh(("luarocks --lua-version=5.4 make --tree '%s' --deps-mode=none %s 2>&1; echo rc=$?")
-      :format(tree, ROCKSPEC))
+    -- built from a copy: luarocks writes objects and peerlisten/core.so into
+    -- the source directory, which would replace the in-tree test build
+    local tree, src = helper.tmpdir(), helper.tmpdir()
+    helper.sh(("cp -r csrc lua bin rockspec '%s'"):format(src))
+    local out = helper.sh(("cd '%s' && luarocks --lua-version=5.4 make --tree '%s' --deps-mode=none %s 2>&1; echo rc=$?")
+      :format(src, tree, ROCKSPEC))
     local ok = out:match("rc=0\n$") ~= nil
     local so = helper.sh(("find '%s' -name core.so -path '*peerlisten*'"):format(tree))
     local syms = so ~= "" and helper.sh("nm -D --defined-only " .. so:match("[^\n]+") .. " | grep -c ' T '") or ""
     local probe = "print(type(require(\"peerlisten.core\").listen))"
     local loaded = helper.sh(("LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e '%s' 2>&1"):format(tree, probe))
+    -- the test hooks (test_hooks.c, only with -DPL_TEST_HOOKS) are not in the installed module
+    local hooks_probe = "local c = require(\"peerlisten.core\"); local p = c.tls_policy{}; "
+      .. "print(c._tls_handshake, c._tls_clock_shift, c._tls_dial, "
+      .. "p._verify_cache, p._new_ssl, p._pending_logs)"
+    local hooks = helper.sh(("LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e '%s' 2>&1"):format(tree, hooks_probe))
+    local hook_strings = so ~= "" and helper.sh("grep -c -a -w -e _tls_handshake -e _tls_clock_shift "
+      .. "-e _tls_dial -e _verify_cache " .. so:match("[^\n]+") .. "; true") or ""
     helper.rmdir(tree)
-    os.execute("rm -f csrc/*.o")   -- luarocks' builtin build leaves objects beside the sources
+    helper.rmdir(src)
     assert.is_true(ok, out)
     assert.are_not.equal("", so)
     assert.are.equal("1\n", syms)
     assert.are.equal("function\n", loaded)
+    assert.are.equal("nil\tnil\tnil\tnil\tnil\tnil\n", hooks)
+    assert.are.equal("0\n", hook_strings)
+  end)
+
+  it("builds the in-tree module with the test hooks", function()
+    local core = require "peerlisten.core"
+    assert.is_function(core._tls_handshake)
+    assert.is_function(core._tls_clock_shift)
   end)
 end)

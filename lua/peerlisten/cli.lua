@@ -33,6 +33,8 @@ Commands:
       Create a cluster CA; issue a member certificate signed by it.
   inspect [--json] FILE
       Show a certificate (or chain) in PEM.
+  cluster plan|init|status|check ...
+      Bootstrap a cluster from one description (`peerlisten cluster --help`).
   help, --help, -h      this text; `peerlisten <command> --help` for one command
   version, --version
 
@@ -340,6 +342,9 @@ function M.main(args, streams)
   if cmd == "version" or cmd == "--version" then
     out("peerlisten ", peerlisten._VERSION, "\n")
     return 0
+  end
+  if cmd == "cluster" then
+    return require("peerlisten.cli_cluster").main({ table.unpack(args, 2) }, out, err)
   end
   local fn = COMMANDS[cmd]
   if not fn then
