@@ -40,33 +40,6 @@ end
 
 local function copy(name, to) P:copy(name, to) end
 
--- Uses up every free fd of this process (soft RLIMIT_NOFILE lowered first,
--- so that this takes a few dozen files, not thousands); returns a function
--- that gives them back and restores the limit.
-local function exhaust_fds()
-  local pid = helper.pid()
-  local lim = helper.sh(("prlimit --pid %d --nofile --output SOFT,HARD --noheadings"):format(pid))
-  local soft, hard = lim:match("(%d+)%s+(%d+)")
-  assert(soft, "prlimit printed: " .. lim)
-  local highest
-  for _, line in ipairs(helper.fd_list()) do
-    local n = tonumber(line:match("^(%d+)"))
-    if n and (not highest or n > highest) then highest = n end
-  end
-  assert(os.execute(("prlimit --pid %d --nofile=%d:%s"):format(pid, (highest or 64) + 32, hard)))
-  local held = {}
-  while true do
-    local f = io.open("/dev/null")
-    if not f then break end
-    held[#held + 1] = f
-    assert(#held < 10000, "the fd limit did not take")
-  end
-  return function()
-    for _, f in ipairs(held) do f:close() end
-    assert(os.execute(("prlimit --pid %d --nofile=%s:%s"):format(pid, soft, hard)))
-  end
-end
-
 -- Polls fn() (a handshake outcome) until it returns true or 10 s passed.
 local function eventually(fn)
   local deadline = core.walltime() + 10
@@ -97,7 +70,7 @@ describe("TLS hardening", function()
       accepted(p, pair("client-good"))
       copy(P:path("revoked.crl.der"), live)
       local client = mem_pair("client-good")
-      local release = exhaust_fds()
+      local release = helper.exhaust_fds()
       local ok, reason, msg = core._tls_handshake(p, client)
       release()
       assert.is_false(ok)
@@ -123,7 +96,7 @@ describe("TLS hardening", function()
       assert.are.equal("CN=peer1", p:_new_ssl())
       copy(P:cert("server2"), cert)
       copy(P:key("server2"), key)
-      local release = exhaust_fds()
+      local release = helper.exhaust_fds()
       local subject = p:_new_ssl()
       release()
       assert.are.equal("CN=peer1", subject)

@@ -463,6 +463,38 @@ describe("peerlisten TLS listeners #interop", function()
       l:close()
     end)
 
+    it("a CRL reload that fails with EMFILE is retried once fds are back (real handshakes)", function()
+      local live = tmp .. "/emfile-live.crl"
+      P:copy(P:path("empty.crl"), live)
+      local l = listen { trusted_ca_file = P:cert("ca"), crl_file = live }
+      assert.matches("200 OK", s_client(l, pair_args("client-good")), 1, true)
+      P:copy(P:path("revoked.crl.der"), live)
+      -- the client connects and sends its ClientHello into the backlog first (starting it needs fds)
+      local pid = start(("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect %s:%d -brief -ign_eof %s")
+        :format(l:addr(), select(2, l:addr()), pair_args("client-good")))
+      helper.sh("sleep 0.5")
+      local nlogs = #logs
+      -- one fd left: the accept takes it, the CRL read fails with EMFILE
+      local release = helper.exhaust_fds(1)
+      local deadline = core.walltime() + 10
+      while #logs == nlogs and core.walltime() < deadline do
+        local c = l:accept(0.05)
+        if c then c:close() end
+      end
+      release()
+      kill(pid)
+      local e = rejection("crl")
+      assert.are.equal(("open %s: too many open files"):format(live), e.fields.error)
+      -- retried (at most once a second while the file is unchanged): the new CRL applies
+      assert(helper.wait_until(function()
+        local out = s_client(l, pair_args("client-good"))
+        return not out:find("200 OK", 1, true) and logs[#logs].fields
+          and logs[#logs].fields.reason == "revoked"
+      end, 15), "the CRL read that failed with EMFILE was never retried")
+      assert.matches("200 OK", s_client(l, pair_args("client-othercn")), 1, true)
+      l:close()
+    end)
+
     it("a CRL that becomes a FIFO fails only the handshakes that read it; the listener keeps serving", function()
       local live = tmp .. "/fifo-live.crl"
       P:copy(P:path("empty.crl"), live)
