@@ -31,109 +31,15 @@ local core = require "peerlisten.core"
 local url = require "peerlisten.url"
 local etcd_versions = require "peerlisten.etcd_versions"
 local etcd_yaml = require "peerlisten.etcd_yaml"
+local options = require "peerlisten.config_options"
+local flags = require "peerlisten.config_flags"
+
+local OPTIONS, BY_KEY, BY_FLAG, OTHER_YAML = options.OPTIONS, options.BY_KEY, options.BY_FLAG, options.OTHER_YAML
+local CLIENT_SECURITY_KEYS, YAML_VERSIONED, SUBTABLES =
+  options.CLIENT_SECURITY_KEYS, options.YAML_VERSIONED, options.SUBTABLES
+local copy, typename, coerce, url_opts = options.copy, options.typename, options.coerce, options.url_opts
 
 local M = {}
-
--- Options that concern peer listeners: key path, type, default, flag name.
-local OPTIONS = {
-  { "name", "string", "default", "name" },
-  { "data_dir", "string", "", "data-dir" },
-  { "listen_peer_urls", "urls", "http://localhost:2380", "listen-peer-urls" },
-  { "peer_transport_security.cert_file", "string", "", "peer-cert-file" },
-  { "peer_transport_security.key_file", "string", "", "peer-key-file" },
-  { "peer_transport_security.client_cert_file", "string", "", "peer-client-cert-file" },
-  { "peer_transport_security.client_key_file", "string", "", "peer-client-key-file" },
-  { "peer_transport_security.trusted_ca_file", "string", "", "peer-trusted-ca-file" },
-  { "peer_transport_security.client_cert_auth", "bool", false, "peer-client-cert-auth" },
-  { "peer_transport_security.crl_file", "string", "", "peer-crl-file" },
-  { "peer_transport_security.auto_tls", "bool", false, "peer-auto-tls" },
-  { "peer_transport_security.allowed_cn", "list", {}, "peer-cert-allowed-cn" },
-  { "peer_transport_security.allowed_hostname", "list", {}, "peer-cert-allowed-hostname" },
-  { "peer_transport_security.skip_client_san_verification", "bool", false,
-    "peer-skip-client-san-verification" },
-  { "cipher_suites", "list", {}, "cipher-suites" },
-  { "tls_min_version", "string", "TLS1.2", "tls-min-version" },
-  { "tls_max_version", "string", "", "tls-max-version" },
-  { "self_signed_cert_validity", "uint", 1, "self-signed-cert-validity" },
-  { "socket_options.reuse_port", "bool", false, "socket-reuse-port" },
-  { "socket_options.reuse_address", "bool", false, "socket-reuse-address" },
-  { "log_level", "string", "info", "log-level" },
-  { "log_format", "string", "json", "log-format" },
-  { "log_outputs", "list", { "default" }, "log-outputs" },
-  { "logger", "string", "zap", "logger" },
-  { "raft_read_timeout", "duration", 5, "raft-read-timeout" },
-  { "raft_write_timeout", "duration", 5, "raft-write-timeout" },
-}
-
-local BY_KEY, BY_FLAG = {}, {}
-for _, o in ipairs(OPTIONS) do
-  local opt = { key = o[1], type = o[2], default = o[3], flag = o[4] }
-  opt.yaml = o[1]:gsub("_", "-")
-  opt.env = "ETCD_" .. o[4]:upper():gsub("-", "_")
-  BY_KEY[opt.key] = opt
-  BY_FLAG[opt.flag] = opt
-  o.opt = opt
-end
-BY_FLAG["experimental-peer-skip-client-san-verification"] =
-  BY_KEY["peer_transport_security.skip_client_san_verification"]
-
---- Other flags etcd knows (kept and ignored). `true` marks boolean flags.
-local OTHER_FLAGS = {
-  ["wal-dir"] = false, ["snapshot-count"] = false, ["heartbeat-interval"] = false,
-  ["election-timeout"] = false, ["initial-election-tick-advance"] = true, ["listen-client-urls"] = false,
-  ["listen-client-http-urls"] = false, ["max-snapshots"] = false, ["max-wals"] = false,
-  ["quota-backend-bytes"] = false, ["backend-batch-interval"] = false, ["backend-batch-limit"] = false,
-  ["backend-bbolt-freelist-type"] = false, ["max-txn-ops"] = false, ["max-request-bytes"] = false,
-  ["max-concurrent-streams"] = false, ["grpc-keepalive-min-time"] = false, ["grpc-keepalive-interval"] = false,
-  ["grpc-keepalive-timeout"] = false, ["initial-advertise-peer-urls"] = false, ["initial-cluster"] = false,
-  ["initial-cluster-state"] = false, ["initial-cluster-token"] = false, ["advertise-client-urls"] = false,
-  ["discovery"] = false, ["discovery-fallback"] = false, ["discovery-proxy"] = false, ["discovery-srv"] = false,
-  ["discovery-srv-name"] = false, ["strict-reconfig-check"] = true, ["pre-vote"] = true,
-  ["auto-compaction-retention"] = false, ["auto-compaction-mode"] = false, ["enable-v2"] = true,
-  ["cert-file"] = false, ["key-file"] = false, ["client-cert-file"] = false, ["client-key-file"] = false,
-  ["client-cert-auth"] = true, ["client-crl-file"] = false, ["client-cert-allowed-hostname"] = false,
-  ["trusted-ca-file"] = false, ["auto-tls"] = true, ["cors"] = false, ["host-whitelist"] = false,
-  ["auth-token"] = false, ["bcrypt-cost"] = false, ["auth-token-ttl"] = false, ["enable-pprof"] = true,
-  ["metrics"] = false, ["listen-metrics-urls"] = false, ["log-outputs"] = false, ["log-rotation-config-json"] = false,
-  ["enable-log-rotation"] = true, ["proxy"] = false, ["proxy-failure-wait"] = false,
-  ["proxy-refresh-interval"] = false, ["proxy-dial-timeout"] = false, ["proxy-write-timeout"] = false,
-  ["proxy-read-timeout"] = false, ["force-new-cluster"] = true, ["debug"] = true, ["log-package-levels"] = false,
-  ["unsafe-no-fsync"] = true, ["socket-reuse-port"] = true, ["socket-reuse-address"] = true,
-  ["v2-deprecation"] = false, ["enable-grpc-gateway"] = true, ["client-cert-allowed-cn"] = false,
-  ["config-file"] = false, ["version"] = true, ["downgrade-check-time"] = false,
-  ["feature-gates"] = false, ["corrupt-check-time"] = false, ["compact-hash-check-time"] = false,
-  ["watch-progress-notify-interval"] = false, ["warning-apply-duration"] = false,
-  ["snapshot-catchup-entries"] = false, ["peer-auto-tls"] = true,
-}
-
--- YAML keys etcd knows besides OPTIONS (kept in _other, unused here).
-local OTHER_YAML = {}
-for f in pairs(OTHER_FLAGS) do OTHER_YAML[f] = true end
-for _, k in ipairs { "client-transport-security", "log-rotation-config-json", "auto-compaction-retention" } do
-  OTHER_YAML[k] = true
-end
-for _, k in ipairs { "cert-file", "key-file", "client-cert-auth", "trusted-ca-file", "auto-tls",
-  "client-crl-file", "client-cert-allowed-hostname", "config-file", "version", "debug",
-  "peer-auto-tls", "socket-reuse-port", "socket-reuse-address" } do
-  OTHER_YAML[k] = nil  -- flag-only names: not YAML keys
-end
-local CLIENT_SECURITY_KEYS = { ["cert-file"] = true, ["key-file"] = true, ["client-cert-file"] = true,
-  ["client-key-file"] = true, ["client-cert-auth"] = true, ["trusted-ca-file"] = true, ["auto-tls"] = true,
-  ["allowed-cn"] = true, ["allowed-hostname"] = true, ["crl-file"] = true,
-  ["skip-client-san-verification"] = true }
-
--- Top-level YAML keys that only some etcd versions read.
-local YAML_VERSIONED = { ["tls-min-version"] = true, ["tls-max-version"] = true,
-  ["self-signed-cert-validity"] = true, ["log-format"] = true, ["socket-options"] = true }
-
-local SUBTABLES = { peer_transport_security = true, socket_options = true }
-
-local function copy(v)
-  if type(v) ~= "table" then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = copy(x) end
-  return t
-end
 
 -- Levenshtein distance, for "did you mean".
 local function distance(a, b)
@@ -183,148 +89,9 @@ local function unknown_note(notes, shown, dash)
   notes[#notes + 1] = { level = "warn", msg = "unknown configuration key", fields = fields, text = text }
 end
 
--- Parses a Go duration ("5s", "1m30s", "500ms") or a number of seconds.
-local UNITS = { ns = 1e-9, us = 1e-6, ["µs"] = 1e-6, ms = 1e-3, s = 1, m = 60, h = 3600 }
-local function duration(v)
-  if type(v) == "number" then return v >= 0 and v or nil end
-  if type(v) ~= "string" or v == "" then return nil end
-  if v == "0" then return 0 end
-  local total, rest = 0, v
-  while rest ~= "" do
-    local num, unit, tail = rest:match("^(%d+%.?%d*)(%a+)(.*)$")
-    if not num or not UNITS[unit] then return nil end
-    total = total + tonumber(num) * UNITS[unit]
-    rest = tail
-  end
-  return total
-end
-
-local function typename(v)
-  if v == nil then return "nothing" end
-  if math.type(v) == "float" then return "number" end
-  return type(v)
-end
-
--- Checks and converts one raw value for option `opt`; `from` is "table",
--- "file", "flag" or "env". Returns value or nil, message.
-local function coerce(opt, v, from)
-  local t = opt.type
-  local textual = from == "flag" or from == "env"
-  if t == "string" then
-    if type(v) ~= "string" then return nil, "expected a string, got " .. typename(v) end
-    return v
-  elseif t == "bool" then
-    if textual then
-      if v == "true" or v == "1" or v == "t" or v == "T" or v == "TRUE" or v == "True" then return true end
-      if v == "false" or v == "0" or v == "f" or v == "F" or v == "FALSE" or v == "False" then return false end
-      return nil, ("parse error: strconv.ParseBool: parsing %q: invalid syntax"):format(v)
-    end
-    if type(v) ~= "boolean" then return nil, "expected a boolean, got " .. typename(v) end
-    return v
-  elseif t == "uint" then
-    if textual then
-      local n = tonumber(v)
-      if not n or math.type(n) ~= "integer" or n < 0 then
-        return nil, ("parse error: strconv.ParseUint: parsing %q: invalid syntax"):format(v)
-      end
-      return n
-    end
-    if math.type(v) ~= "integer" or v < 0 then return nil, "expected a non-negative integer, got " .. typename(v) end
-    return v
-  elseif t == "duration" then
-    local d = duration(v)
-    if not d then
-      if textual then return nil, ("time: invalid duration %q"):format(tostring(v)) end
-      return nil, "expected a duration (seconds, or a string such as \"5s\"), got " .. typename(v)
-    end
-    return d
-  elseif t == "list" then
-    if textual then
-      local out = {}
-      for item in (v .. ","):gmatch("([^,]*),") do out[#out + 1] = item end
-      return out
-    end
-    if type(v) == "string" then
-      if v == "" then return {} end
-      local out = {}
-      for item in (v .. ","):gmatch("([^,]*),") do out[#out + 1] = item end
-      return out
-    end
-    if type(v) ~= "table" then return nil, "expected a list of strings, got " .. typename(v) end
-    local out = {}
-    for i, item in ipairs(v) do
-      if type(item) ~= "string" then
-        return nil, ("expected a list of strings, item %d is a %s"):format(i, typename(item))
-      end
-      out[i] = item
-    end
-    return out
-  elseif t == "urls" then
-    if type(v) == "string" or type(v) == "table" then
-      if type(v) == "table" then
-        for i, item in ipairs(v) do
-          if type(item) ~= "string" then
-            return nil, ("expected a list of URL strings, item %d is a %s"):format(i, typename(item))
-          end
-        end
-      end
-      return v
-    end
-    return nil, "expected a URL string or a list of URL strings, got " .. typename(v)
-  end
-  error("unknown option type " .. tostring(t))
-end
-
--- Flags that only some etcd versions define: the profile row that has them.
-local FLAG_ROW = { ["tls-min-version"] = "tls_version_flags", ["tls-max-version"] = "tls_version_flags",
-  ["socket-reuse-port"] = "socket_flags", ["socket-reuse-address"] = "socket_flags",
-  ["peer-client-cert-file"] = "peer_client_cert_flags", ["peer-client-key-file"] = "peer_client_cert_flags",
-  ["self-signed-cert-validity"] = "self_signed_validity_flag", ["raft-read-timeout"] = "raft_timeout_flags",
-  ["raft-write-timeout"] = "raft_timeout_flags", ["log-format"] = "log_format_flag",
-  ["peer-skip-client-san-verification"] = "skip_san_flag", debug = "debug_flags",
-  ["log-package-levels"] = "debug_flags" }
-
--- etcd 3.4.23's experimental flags (true: boolean); later versions have many
--- more, and any experimental-* flag is accepted for them.
-local EXPERIMENTAL_34 = { ["experimental-initial-corrupt-check"] = true, ["experimental-corrupt-check-time"] = false,
-  ["experimental-enable-v2v3"] = false, ["experimental-backend-bbolt-freelist-type"] = false,
-  ["experimental-enable-lease-checkpoint"] = true, ["experimental-compaction-batch-limit"] = false,
-  ["experimental-watch-progress-notify-interval"] = false, ["experimental-warning-apply-duration"] = false }
-
-local function flag_defined(prof, name)
-  local row = FLAG_ROW[name]
-  if row then return prof[row] end
-  return BY_FLAG[name] ~= nil or OTHER_FLAGS[name] ~= nil or EXPERIMENTAL_34[name] ~= nil
-    or (prof.line ~= "3.4" and name:match("^experimental%-") ~= nil)
-end
-
 local LOG_LEVELS = { debug = true, info = true, warn = true, error = true, dpanic = true, panic = true, fatal = true }
 
--- The URL-list options for url.parse_list under a profile.
-local function url_opts(prof, from)
-  return { sort = from ~= "table", unique = (from == "flag" or from == "env") and prof.unique_flag_urls,
-    unix_hostport = not prof.unix_any_path }
-end
 
--- Checks a flag value the way Go's flag package does while parsing (a bad
--- one is a usage error, exit status 2). Returns true or nil, message.
-local function flag_value_ok(opt, name, value, prof)
-  if opt.type == "bool" then
-    if coerce(opt, value, "flag") == nil then
-      return nil, ("invalid boolean value %q for -%s: parse error"):format(value, name)
-    end
-  elseif opt.type == "urls" then
-    if value ~= "" then
-      local ok, err = url.parse_list(value, url_opts(prof, "flag"))
-      if not ok then return nil, ("invalid value %q for flag -%s: %s"):format(value, name, err) end
-    end
-  elseif opt.type == "uint" or opt.type == "duration" then
-    if coerce(opt, value, "flag") == nil then
-      return nil, ("invalid value %q for flag -%s: parse error"):format(value, name)
-    end
-  end
-  return true
-end
 
 local function add_difference(diffs, id, fields)
   for _, d in ipairs(diffs) do
@@ -581,6 +348,31 @@ local function is_null(v)
   return ok and v == lyaml.null
 end
 
+-- The keys of a peer-transport-security or socket-options mapping `v` (YAML
+-- key `key`) into raw option values; `sec` types the security keys.
+local function read_section(key, v, sec, raw, sources, notes)
+  local under = key:gsub("-", "_")
+  local subkeys = {}
+  for sk in pairs(v) do subkeys[#subkeys + 1] = tostring(sk) end
+  table.sort(subkeys)
+  for _, sk in ipairs(subkeys) do
+    local sv = v[sk]
+    local full = under .. "." .. sk:gsub("-", "_")
+    local known = under == "socket_options" or sec[sk]
+    if BY_KEY[full] and sk:find("_", 1, true) == nil and known then
+      if not is_null(sv) then
+        sv = etcd_yaml.value(sv, sec[sk])
+        if (sk == "allowed-cn" or sk == "allowed-hostname") and type(sv) == "string" then
+          sv = sv == "" and {} or { sv }
+        end
+        raw[full], sources[full] = sv, "file"
+      end
+    else
+      unknown_note(notes, key .. "." .. sk, true)
+    end
+  end
+end
+
 -- Reads an etcd YAML file into raw option values.
 local function read_file(path, raw, sources, notes, errors, other, prof, diffs)
   -- Go's os.ReadFile wording, as etcd reports it: "open <path>: no such file or directory".
@@ -604,8 +396,7 @@ local function read_file(path, raw, sources, notes, errors, other, prof, diffs)
   end
   if doc == nil or is_null(doc) then doc = {} end
   if type(doc) ~= "table" then
-    return nil, ("error unmarshaling JSON: while decoding JSON: json: cannot unmarshal %s into Go value of type "
-      .. "embed.configYAML"):format(type(doc) == "boolean" and "bool" or type(doc))
+    return nil, etcd_yaml.not_a_mapping(type(doc) == "boolean" and "bool" or type(doc))
   end
   local top, sec = etcd_yaml.schema(prof)
   local keys = {}
@@ -633,25 +424,7 @@ local function read_file(path, raw, sources, notes, errors, other, prof, diffs)
         notes[#notes + 1] = { level = "warn", msg = "configuration key not honoured by this etcd version",
           fields = { key = key, ["etcd-version"] = prof.version } }
       elseif type(v) == "table" then
-        local subkeys = {}
-        for sk in pairs(v) do subkeys[#subkeys + 1] = tostring(sk) end
-        table.sort(subkeys)
-        for _, sk in ipairs(subkeys) do
-          local sv = v[sk]
-          local full = under .. "." .. tostring(sk):gsub("-", "_")
-          local known = under == "socket_options" or sec[sk]
-          if BY_KEY[full] and tostring(sk):find("_", 1, true) == nil and known then
-            if not is_null(sv) then
-              sv = etcd_yaml.value(sv, sec[sk])
-              if (sk == "allowed-cn" or sk == "allowed-hostname") and type(sv) == "string" then
-                sv = sv == "" and {} or { sv }
-              end
-              raw[full], sources[full] = sv, "file"
-            end
-          else
-            unknown_note(notes, key .. "." .. tostring(sk), true)
-          end
-        end
+        read_section(key, v, sec, raw, sources, notes)
       end
     elseif BY_KEY[under] and not key:find("_", 1, true) and (top[key] or not YAML_VERSIONED[key]) then
       if not is_null(v) then raw[under], sources[under] = etcd_yaml.value(v, top[key]), "file" end
@@ -667,157 +440,11 @@ local function read_file(path, raw, sources, notes, errors, other, prof, diffs)
   return true
 end
 
--- Go flag-package parsing of etcd's command line into raw values.
--- Returns given (flag name -> value), or nil, message, code.
-local function parse_args(args, raw, sources, prof)
-  local given = {}
-  local i = 1
-  local n = #args
-  while i <= n do
-    local a = args[i]
-    if type(a) ~= "string" then return nil, ("argument %d is not a string"):format(i), "EUSAGE" end
-    if a == "--" then
-      i = i + 1
-      break
-    end
-    if a:sub(1, 1) ~= "-" or a == "-" then break end
-    local body = a:gsub("^%-%-?", "")
-    local name, value = body:match("^([^=]+)=(.*)$")
-    name = name or body
-    if name == "" or name:sub(1, 1) == "-" or name:sub(1, 1) == "=" then
-      return nil, ("bad flag syntax: %s"):format(a), "EUSAGE"
-    end
-    if not flag_defined(prof, name) then
-      return nil, ("flag provided but not defined: -%s"):format(name), "EUSAGE"
-    end
-    local opt = BY_FLAG[name]
-    local isbool
-    if opt then
-      isbool = opt.type == "bool"
-    elseif OTHER_FLAGS[name] ~= nil then
-      isbool = OTHER_FLAGS[name]
-    elseif EXPERIMENTAL_34[name] ~= nil then
-      isbool = EXPERIMENTAL_34[name]
-    else
-      isbool = value == nil and (args[i + 1] == nil or args[i + 1]:sub(1, 1) == "-")
-    end
-    if value == nil then
-      if isbool then
-        value = "true"
-      else
-        i = i + 1
-        if i > n then return nil, ("flag needs an argument: -%s"):format(name), "EUSAGE" end
-        value = args[i]
-      end
-    end
-    if opt then
-      local ok, verr = flag_value_ok(opt, name, value, prof)
-      if not ok then return nil, verr, "EUSAGE" end
-      -- an empty URL list keeps the default, as etcd's "exception" value
-      if not (opt.type == "urls" and value == "") then
-        raw[opt.key], sources[opt.key] = value, "flag"
-      end
-      given[opt.key] = name
-    else
-      given["flag:" .. name] = value
-    end
-    i = i + 1
-  end
-  if i <= n then
-    local shown = prof.quoted_stray_arg and ("%q"):format(args[i]) or ("'%s'"):format(args[i])
-    return nil, shown .. " is not a valid flag", "ECONFIG"
-  end
-  return given
-end
-
-local function env_lookup(env)
-  if type(env) == "function" then return env end
-  if type(env) == "table" then return function(name) return env[name] end end
-  return function() return nil end
-end
-
--- Every ETCD_* variable name in env (a table, or the process environment
--- when env is os.getenv).
-local function env_names(env)
-  local names = {}
-  if type(env) == "table" then
-    for k in pairs(env) do
-      if type(k) == "string" and k:match("^ETCD_") then names[#names + 1] = k end
-    end
-  elseif env == os.getenv then
-    local fh = io.open("/proc/self/environ", "rb")
-    if fh then
-      local data = fh:read("a")
-      fh:close()
-      for kv in data:gmatch("([^%z]+)") do
-        local k = kv:match("^(ETCD_[^=]*)=")
-        if k then names[#names + 1] = k end
-      end
-    end
-  end
-  table.sort(names)
-  return names
-end
-
-local ENV_OPT = {}
-for _, o in ipairs(OPTIONS) do ENV_OPT[o.opt.env] = o.opt end
-ENV_OPT["ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION"] =
-  BY_KEY["peer_transport_security.skip_client_san_verification"]
-local ENV_OTHER = {}
-for f in pairs(OTHER_FLAGS) do ENV_OTHER["ETCD_" .. f:upper():gsub("-", "_")] = true end
 
 --- The profile of `v` (a version string, a profile, or nil for the newest).
 local function profile_of(v)
   if type(v) == "table" and v.version then return v end
   return etcd_versions.resolve(v or etcd_versions.NEWEST)
-end
-
--- etcd's error for a variable set next to its flag (the wording changed with zap in 3.5).
-local function env_conflict(prof, envname)
-  if prof.zap_env_conflict then
-    return ("conflicting environment variable is shadowed by corresponding command-line flag (either unset "
-      .. "environment variable or disable flag)) (environment-variable=%s)"):format(envname)
-  end
-  return ('conflicting environment variable %q is shadowed by corresponding command-line flag '
-    .. '(either unset environment variable or disable flag)'):format(envname)
-end
-
--- Applies the ETCD_* variables for flags not given (the etcd version's flags
--- only); returns etcd's conflict error for a variable set next to its flag.
-local function apply_env(env, getenv, given, prof, raw, sources, notes)
-  -- every flag given on the command line: a variable for it that is set
-  -- at all (even empty) is a conflict, in flag-name order as etcd walks them
-  local names = {}
-  for k, v in pairs(given) do
-    if k ~= "flag:config-file" then names[#names + 1] = k:match("^flag:(.*)$") or v end
-  end
-  table.sort(names)
-  for _, name in ipairs(names) do
-    local envname = "ETCD_" .. name:upper():gsub("-", "_")
-    if getenv(envname) ~= nil then return env_conflict(prof, envname) end
-  end
-  for _, o in ipairs(OPTIONS) do
-    local opt = o.opt
-    local alias = opt.key == "peer_transport_security.skip_client_san_verification"
-      and "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION" or nil
-    for _, envname in ipairs { opt.env, alias } do
-      local v = getenv(envname)
-      local fname = envname:sub(6):lower():gsub("_", "-")
-      if v and v ~= "" and flag_defined(prof, fname) then
-        notes[#notes + 1] = { level = "info", msg = "recognized and used environment variable",
-          fields = { ["variable-name"] = envname, ["variable-value"] = v } }
-        raw[opt.key], sources[opt.key] = v, "env"
-      end
-    end
-  end
-  for _, name in ipairs(env_names(env)) do
-    local fname = name:sub(6):lower():gsub("_", "-")
-    local known = (ENV_OPT[name] or ENV_OTHER[name]) and flag_defined(prof, fname)
-    if not known and name ~= "ETCD_CONFIG_FILE" then
-      notes[#notes + 1] = { level = "warn", msg = "unrecognized environment variable",
-        fields = { ["environment-variable"] = name .. "=" .. tostring(getenv(name)) } }
-    end
-  end
 end
 
 --- Loads a configuration as the etcd binary does.
@@ -853,11 +480,11 @@ function M.load(opts)
   local flagraw, flagsources = {}, {}
   local given = {}
   if opts.args then
-    local g, err, code = parse_args(opts.args, flagraw, flagsources, prof)
+    local g, err, code = flags.parse_args(opts.args, flagraw, flagsources, prof)
     if not g then return nil, err, code end
     given = g
   end
-  local getenv = env_lookup(opts.env)
+  local getenv = flags.env_lookup(opts.env)
   local file = opts.file or given["flag:config-file"]
   if not file and opts.env then
     local f = getenv("ETCD_CONFIG_FILE")
@@ -887,7 +514,7 @@ function M.load(opts)
   else
     for k, v in pairs(flagraw) do raw[k], sources[k] = v, "flag" end
     if opts.env then
-      local eerr = apply_env(opts.env, getenv, given, prof, raw, sources, notes)
+      local eerr = flags.apply_env(opts.env, getenv, given, prof, raw, sources, notes)
       if eerr then return nil, eerr, "ECONFIG", { differences = diffs } end
     end
     local err2, code

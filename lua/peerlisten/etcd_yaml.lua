@@ -77,6 +77,16 @@ function M.shape(text)
   return node()
 end
 
+-- Go's encoding/json type error, as etcd prints it.
+local UNMARSHAL = "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal %s into Go "
+
+--- etcd's error for a YAML document that is not a mapping; `what` is what
+-- JSON calls the value ("array", "string", "number", "bool").
+-- @treturn string
+function M.not_a_mapping(what)
+  return (UNMARSHAL .. "value of type embed.configYAML"):format(what)
+end
+
 -- What JSON calls a node's value, as Go's "cannot unmarshal <what>".
 local function json_kind(n)
   if n.kind == "map" then return "object" elseif n.kind == "seq" then return "array" end
@@ -125,8 +135,7 @@ end
 -- Go's encoding/json on one value: the first type error, as etcd prints it.
 local function go_type_error(n, gotype, struct, field)
   local function fail(what, t)
-    return ("error unmarshaling JSON: while decoding JSON: json: cannot unmarshal %s into Go struct field %s.%s "
-      .. "of type %s"):format(what, struct, field, t)
+    return (UNMARSHAL .. "struct field %s.%s of type %s"):format(what, struct, field, t)
   end
   if n.kind == "other" or json_kind(n) == "null" then return nil end
   if type(gotype) == "table" then
@@ -169,8 +178,7 @@ local SECURITY_KEYS = { ["allowed-cn"] = true, ["allowed-hostname"] = true, ["cr
 -- @treturn nil|string that key ("peer-transport-security.<key>"), when that was the error
 function M.check(shape, prof)
   if shape.kind == "seq" or (shape.kind == "scalar" and shape.json ~= "null") then
-    return ("error unmarshaling JSON: while decoding JSON: json: cannot unmarshal %s into Go value of type "
-      .. "embed.configYAML"):format(json_kind(shape))
+    return M.not_a_mapping(json_kind(shape))
   end
   if shape.kind ~= "map" then return nil end
   local top, sec = M.schema(prof)
