@@ -418,6 +418,27 @@ static const char *cert_add_exts (cert_scratch *s, X509V3_CTX *ctx, const char *
   return NULL;
 }
 
+/* The subject alternative names of opts (table at 1): DNS first, then IP
+** addresses, as Go does.  Returns 0, or 3 with the scratch released and a
+** fail triple pushed. */
+static int cert_set_sans (lua_State *L, cert_scratch *s) {
+  const char *bad;
+  int top = lua_gettop(L);
+  s->names = sk_GENERAL_NAME_new_null();
+  if (s->names == NULL)
+    return cert_sslfail(L, s, "cannot generate x509 certificate");
+  if ((bad = cert_addnames(L, 1, "dns", 0, s)) != NULL
+      || (bad = cert_addnames(L, 1, "ips", 1, s)) != NULL) {
+    ERR_clear_error();
+    return cert_fail(L, s, "ECERT", "cannot generate x509 certificate: bad name \"%s\"", bad);
+  }
+  lua_settop(L, top);
+  if (sk_GENERAL_NAME_num(s->names) > 0
+      && !X509_add1_ext_i2d(s->cert, NID_subject_alt_name, s->names, 0, 0))
+    return cert_sslfail(L, s, "cannot generate x509 certificate: subject alternative names");
+  return 0;
+}
+
 /*
 ** core.cert_create{ key = pem, subject = {{"O","etcd"}, ...},
 **   issuer_cert = pem?, issuer_key = pem?, not_before = epoch,
@@ -433,7 +454,7 @@ static int cert_create (lua_State *L) {
   const char *keypem, *icertpem, *ikeypem, *bad;
   size_t keylen, icertlen = 0, ikeylen = 0;
   lua_Integer notbefore, notafter;
-  int is_ca, sanpos, nret;
+  int is_ca, nret;
   unsigned char serial[16];
   cert_scratch *s;
   X509V3_CTX ctx;
@@ -488,20 +509,8 @@ static int cert_create (lua_State *L) {
   X509V3_set_ctx(&ctx, signer, s->cert, NULL, NULL, 0);
   if ((bad = cert_add_exts(s, &ctx, lua_tostring(L, -3), lua_tostring(L, -2), is_ca)) != NULL)
     return cert_sslfail(L, s, bad);
-  /* subject alternative names: DNS first, then IP addresses, as Go does */
-  s->names = sk_GENERAL_NAME_new_null();
-  if (s->names == NULL)
-    return cert_sslfail(L, s, "cannot generate x509 certificate");
-  sanpos = lua_gettop(L);
-  if ((bad = cert_addnames(L, 1, "dns", 0, s)) != NULL
-      || (bad = cert_addnames(L, 1, "ips", 1, s)) != NULL) {
-    ERR_clear_error();
-    return cert_fail(L, s, "ECERT", "cannot generate x509 certificate: bad name \"%s\"", bad);
-  }
-  lua_settop(L, sanpos);
-  if (sk_GENERAL_NAME_num(s->names) > 0
-      && !X509_add1_ext_i2d(s->cert, NID_subject_alt_name, s->names, 0, 0))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: subject alternative names");
+  if ((nret = cert_set_sans(L, s)) != 0)
+    return nret;
   if (!X509_sign(s->cert, s->ikey != NULL ? s->ikey : s->key,
                  cert_digest_for(s->ikey != NULL ? s->ikey : s->key)))
     return cert_sslfail(L, s, "cannot generate x509 certificate");

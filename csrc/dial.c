@@ -228,7 +228,7 @@ static int read_opts (lua_State *L, dial_opts *o) {
   if (o->scheme == PL_SCHEME_HTTPS || o->scheme == PL_SCHEME_UNIXS) {
     if (lua_getfield(L, 1, "tls") == LUA_TNIL)
       return pl_fail(L, "ETLSCONFIG", "dial %s: a TLS policy is required", pl_scheme_names[o->scheme]);
-    o->tls = pl_tls_check(L, -1);   /* raises on a wrong type */
+    o->tls = pl_tls_opt(L, -1, "tls");   /* raises on a wrong type */
     lua_pop(L, 1);
   }
   if (nul) return pl_fail(L, "EINVAL", "dial: an option contains a NUL byte");

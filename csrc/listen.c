@@ -240,7 +240,7 @@ static int read_opts (lua_State *L, listen_opts *o) {
   }
   else lua_pop(L, 1);
   if (lua_getfield(L, 1, "tls") != LUA_TNIL && (o->scheme == PL_SCHEME_HTTPS || o->scheme == PL_SCHEME_UNIXS)) {
-    o->tls = pl_tls_check(L, -1);
+    o->tls = pl_tls_opt(L, -1, "tls");
     o->tls_idx = lua_gettop(L);
   }
   else lua_pop(L, 1);

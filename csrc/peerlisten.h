@@ -94,6 +94,7 @@ PL_HIDDEN void pl_unix_remove_ours (const char *path, dev_t dev, ino_t ino);
 typedef struct pl_tls pl_tls;
 
 PL_HIDDEN pl_tls *pl_tls_check (lua_State *L, int idx);   /* raises on non-policy/closed */
+PL_HIDDEN pl_tls *pl_tls_opt (lua_State *L, int idx, const char *key);  /* the same, naming option key */
 PL_HIDDEN pl_tls *pl_tls_retain (pl_tls *t);              /* returns t */
 PL_HIDDEN void pl_tls_release (pl_tls *t);                /* NULL is a no-op */
 PL_HIDDEN int pl_tls_has_cert (const pl_tls *t);          /* cert and key configured */

@@ -171,6 +171,15 @@ pl_tls *pl_tls_check (lua_State *L, int idx) {
   return b->t;
 }
 
+pl_tls *pl_tls_opt (lua_State *L, int idx, const char *key) {
+  tlsbox *b = (tlsbox *)luaL_testudata(L, idx, PL_TLSPOLICY_MT);
+  if (b == NULL)
+    luaL_error(L, "bad option '%s' (" PL_TLSPOLICY_MT " expected, got %s)", key, luaL_typename(L, idx));
+  else if (b->t == NULL)
+    luaL_error(L, "bad option '%s' (" TLS_CLOSED_MSG ")", key);
+  return b->t;
+}
+
 static const char *const known_opts[] = {
   "cert_file", "key_file", "client_cert_file", "client_key_file", "trusted_ca_file",
   "client_cert_auth", "crl_file", "cipher_suites", "min_version", "max_version",

@@ -234,8 +234,12 @@ describe("bad input", function()
     case("self_signed hosts holds a table", function()
       return cert.self_signed { dir = dir .. "/ss", hosts = { {} }, logger = log.null() }
     end, { fail = "ECONFIG", msg = "invalid host" })
-    pending("found by this matrix: self_signed{ validity_years = 1e6 } returns nil, a message naming "
-      .. "validity_years, 'ECONFIG' (today it writes a certificate whose notAfter reads back as 0)")
+    case("self_signed validity_years = 1e6 (past what X.509 can hold)", function()
+      return cert.self_signed { dir = dir .. "/ss", validity_years = 1e6, logger = log.null() }
+    end, { fail = "ECONFIG", msg = "validity_years 1e+06 is too large", plain = true })
+    case("ca validity_years = 8000", function()
+      return cert.ca { dir = dir .. "/ca", validity_years = 8000, logger = log.null() }
+    end, { fail = "ECONFIG", msg = "the latest time X.509 can hold", plain = true })
     case("ca with key_type dsa", function() return cert.ca { dir = dir .. "/ca", key_type = "dsa" } end,
       { fail = "ECONFIG", msg = 'unknown key type "dsa"', plain = true })
     case("ca with validity -1", function() return cert.ca { dir = dir .. "/ca", validity_years = -1 } end,
@@ -360,7 +364,10 @@ describe("bad input", function()
     end, { fail = "EADDRINUSE", msg = "address already in use", plain = true })
     case("listen: url a number", function() return L { url = 5 } end, { raises = "url" })
     case("listen: tls a string", function() return L { url = url(), tls = "x" } end,
-      { raises = "peerlisten.TlsPolicy expected, got string", plain = true })
+      { raises = "bad argument #1 to 'listen' (field 'tls': peerlisten.TlsPolicy expected, got string)", plain = true })
+    case("listen: tls a table, through the core", function()
+      return core.listen { scheme = "https", host = "127.0.0.1", port = port, tls = {} }
+    end, { raises = "bad option 'tls' (peerlisten.TlsPolicy expected, got table)", plain = true })
     case("listen: backlog a string", function() return L { url = url("http"), backlog = "x" } end,
       { raises = "backlog" })
   end)

@@ -19,6 +19,8 @@ local floor = math.floor
 local DAY = 86400
 local YEAR = 365 * DAY
 local BACKDATE = 300   -- ca/issue: tolerate peers whose clocks run a little late
+-- The latest notAfter X.509 can write (GeneralizedTime ends at 9999-12-31T23:59:59Z).
+local MAX_NOT_AFTER = 253402300799
 
 --- Key types accepted by `key_type` options.
 M.KEY_TYPES = { "ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096" }
@@ -97,6 +99,11 @@ local function check_validity(v, fname)
   end
   if v ~= v or v <= 0 or v == math.huge then
     return "selfSignedCertValidity is invalid,it should be greater than 0"
+  end
+  -- a day of margin: the certificate's clock is read after this check
+  if os.time() + DAY + v * YEAR > MAX_NOT_AFTER then
+    return ("validity_years %g is too large: the certificate would end after 9999-12-31, "
+      .. "the latest time X.509 can hold"):format(v)
   end
   return nil
 end

@@ -91,6 +91,9 @@ function M.listen(opts)
   if type(opts.url) ~= "string" then error("bad argument #1 to 'listen' (field 'url' must be a string)", 2) end
   local u, err, code = url.parse(opts.url)
   if not u then return nil, err, code end
+  if (u.scheme == "https" or u.scheme == "unixs") and opts.tls ~= nil and type(opts.tls) ~= "userdata" then
+    error("bad argument #1 to 'listen' (field 'tls': peerlisten.TlsPolicy expected, got " .. type(opts.tls) .. ")", 2)
+  end
   return core.listen {
     url = u.url, scheme = u.scheme, host = u.host, port = u.port, path = u.path,
     tls = opts.tls, reuse_address = opts.reuse_address, reuse_port = opts.reuse_port,
