@@ -605,7 +605,6 @@ static int conn_read_k (lua_State *L, int status, lua_KContext ctx) {
   return n;
 }
 
-/* conn:read([max [, timeout]]) -> string | nil, msg, code */
 /***
 Reads what arrived, at most `max` bytes; waits (yields in a coroutine)
 until something arrives or the deadline passes.
@@ -650,7 +649,6 @@ static int conn_write_k (lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* conn:write(data [, timeout]) -> true | nil, msg, code  (all of data or an error) */
 /***
 Writes all of `data`.
 @function write
@@ -692,7 +690,6 @@ static int conn_write (lua_State *L) {
   return pl_wait(L, &c->ww, timeout, conn_write_k, 0);
 }
 
-/* conn:peer() -> ip, port  ("@" for unix peers) */
 /***
 @function peer
 @treturn string remote IP ("@" for unix peers)
@@ -706,7 +703,6 @@ static int conn_peer (lua_State *L) {
   return 2;
 }
 
-/* conn:tls_info() -> table | nil for plain connections */
 /***
 @function tls_info
 @treturn[opt] table version, cipher, alpn, peer_cert (nil for plain connections)

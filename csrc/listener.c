@@ -335,8 +335,6 @@ static int close_k (lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* listener:close([timeout]) -> true.  Stops accepting at once; open
-** connections get up to timeout seconds to finish, then are closed. */
 /***
 Stops accepting at once, closes TLS handshakes in progress, lets open
 connections finish for up to `timeout` seconds, then closes them.
@@ -386,7 +384,6 @@ static int accept_k (lua_State *L, int status, lua_KContext ctx) {
   return pl_fail(L, "ETIMEDOUT", "timeout");
 }
 
-/* listener:accept([timeout]) -> conn | nil, "timeout", "ETIMEDOUT" */
 /***
 Waits for the next connection (TLS: handshaken and checked).
 @function accept
@@ -416,8 +413,6 @@ static int listener_accept (lua_State *L) {
   return pl_wait(L, &l->aw, timeout > 0 ? timeout : 0, accept_k, 0);
 }
 
-/* listener:serve(handler) -> listener.  Each connection runs handler(conn)
-** in its own coroutine and is closed when the handler returns. */
 /***
 Runs `handler(conn)` in a new coroutine for every connection and closes the
 connection when the handler returns.  Errors are logged with a traceback.
@@ -447,7 +442,6 @@ static int listener_serve (lua_State *L) {
   return 1;
 }
 
-/* listener:url() -> string */
 /***
 The URL given to `listen` (or built from the bound address).
 @function url
@@ -459,7 +453,6 @@ static int listener_url (lua_State *L) {
   return 1;
 }
 
-/* listener:addr() -> host, port  (unix: the socket path) */
 /***
 The bound address.
 @function addr
@@ -497,8 +490,6 @@ static int listener_tls (lua_State *L) {
   return 1;
 }
 
-/* listener:stats() -> { accepted=, active=, handshaking=, queued=,
-**   handshake_failures=, rejected = { reason = count } } */
 /***
 Counters: `accepted`, `active`, `handshaking`, `queued`,
 `handshake_failures`, `rejected` (reason -> count), `serving`.
