@@ -118,14 +118,13 @@ static int cert_sslfail (lua_State *L, cert_scratch *s, const char *what) {
 static int cert_fail (lua_State *L, cert_scratch *s, const char *code,
                       const char *fmt, ...) {
   va_list ap;
+  int n;
   if (s != NULL) cert_scratch_release(s);
   ERR_clear_error();
-  luaL_pushfail(L);
   va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
+  n = pl_failv(L, code, fmt, ap);
   va_end(ap);
-  lua_pushstring(L, code);
-  return 3;
+  return n;
 }
 
 /* Password callback that refuses: encrypted keys fail instead of prompting. */

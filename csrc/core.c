@@ -57,6 +57,14 @@ char *pl_readbuf (uv_loop_t *loop, size_t *len) {
   return lp->readbuf;
 }
 
+void pl_newweaktable (lua_State *L, const char *mode) {
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+}
+
 void pl_free_handle (uv_handle_t *h) {
   free(h);
 }
@@ -486,12 +494,7 @@ static void loop_open (lua_State *L) {
   lp->L = lua_tothread(L, -1);
   lua_pop(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_key);
-  /* weak-keyed set of coroutines started by spawn */
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
+  pl_newweaktable(L, "k");   /* the set of coroutines started by spawn */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &spawned_key);
 }
 

@@ -10,15 +10,20 @@
 
 #include "peerlisten.h"
 
-/* Pushes nil, the formatted message and code; returns 3. */
-int pl_fail (lua_State *L, const char *code, const char *fmt, ...) {
-  va_list ap;
+int pl_failv (lua_State *L, const char *code, const char *fmt, va_list ap) {
   luaL_pushfail(L);
-  va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
   lua_pushstring(L, code);
   return 3;
+}
+
+int pl_fail (lua_State *L, const char *code, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = pl_failv(L, code, fmt, ap);
+  va_end(ap);
+  return n;
 }
 
 /* Pushes nil, "<what>: <libuv message>", libuv's error name; returns 3. */

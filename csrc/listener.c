@@ -587,12 +587,7 @@ int pl_open_listener (lua_State *L) {
   luaL_newlib(L, listener_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  /* weak-valued pointer -> listener userdata */
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
+  pl_newweaktable(L, "v");   /* pointer -> listener userdata */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &pl_listener_selfs);
   lua_pushcfunction(L, pl_core_listen);
   lua_setfield(L, -2, "listen");

@@ -6,6 +6,7 @@
 #ifndef PEERLISTEN_H
 #define PEERLISTEN_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -40,6 +41,7 @@ PL_HIDDEN int pl_tls_test_cache (lua_State *L, struct pl_tls *t, lua_Integer max
 
 /* ---- errors.c: fail triples (push nil, message, code; return 3) ---- */
 PL_HIDDEN int pl_fail (lua_State *L, const char *code, const char *fmt, ...);
+PL_HIDDEN int pl_failv (lua_State *L, const char *code, const char *fmt, va_list ap);
 PL_HIDDEN int pl_uverror (lua_State *L, const char *what, int uverr);
 /* nil, "<formatted>: <libuv message>", libuv's error name (uv_err_name) */
 PL_HIDDEN int pl_uverrorf (lua_State *L, int uverr, const char *fmt, ...);
@@ -169,6 +171,8 @@ PL_HIDDEN void pl_close_handle (uv_handle_t *h);
 PL_HIDDEN lua_State *pl_mainthread (uv_loop_t *loop);
 /* A 64 KiB buffer shared by every read callback of this loop. */
 PL_HIDDEN char *pl_readbuf (uv_loop_t *loop, size_t *len);
+/* Pushes a new table whose keys or values are weak (mode "k" or "v"). */
+PL_HIDDEN void pl_newweaktable (lua_State *L, const char *mode);
 
 PL_HIDDEN void pl_waiter_init (pl_waiter *w);
 /* Raises when pl_wait(L, w, ...) would raise (a blocking wait inside a loop

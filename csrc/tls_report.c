@@ -87,6 +87,21 @@ void verify_text (SSL *ssl, long v, char *buf, size_t len) {
   }
 }
 
+/* How both sides word the rest: the peer's alert ("remote error: tls:
+** <alert>", returns 1) or OpenSSL's reason for error e ("tls: <reason>",
+** returns 0). */
+static int alert_or_reason (unsigned long e, int reason, char *msg, size_t msglen) {
+  const char *rs;
+  if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256 &&
+      alert_text(reason - SSL_AD_REASON_OFFSET) != NULL) {
+    snprintf(msg, msglen, "remote error: tls: %s", alert_text(reason - SSL_AD_REASON_OFFSET));
+    return 1;
+  }
+  rs = ERR_reason_error_string(e);
+  snprintf(msg, msglen, "tls: %s", rs ? rs : "handshake failure");
+  return 0;
+}
+
 const char *pl_tls_handshake_failure (SSL *ssl, int ssl_error, char *msg, size_t msglen) {
   unsigned long e = 0, q;
   int reason;
@@ -155,16 +170,7 @@ const char *pl_tls_handshake_failure (SSL *ssl, int ssl_error, char *msg, size_t
     default:
       break;
   }
-  if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256 &&
-      alert_text(reason - SSL_AD_REASON_OFFSET) != NULL) {
-    snprintf(msg, msglen, "remote error: tls: %s", alert_text(reason - SSL_AD_REASON_OFFSET));
-    return "remote_alert";
-  }
-  {
-    const char *rs = ERR_reason_error_string(e);
-    snprintf(msg, msglen, "tls: %s", rs ? rs : "handshake failure");
-  }
-  return "handshake";
+  return alert_or_reason(e, reason, msg, msglen) ? "remote_alert" : "handshake";
 }
 
 
@@ -301,14 +307,5 @@ const char *pl_tls_client_failure (SSL *ssl, int ssl_error, char *msg, size_t ms
     snprintf(msg, msglen, "tls: failed to verify certificate: %s", v);
     return "ESERVERCERT";
   }
-  if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256 &&
-      alert_text(reason - SSL_AD_REASON_OFFSET) != NULL) {
-    snprintf(msg, msglen, "remote error: tls: %s", alert_text(reason - SSL_AD_REASON_OFFSET));
-    return "EPEERREJECTED";
-  }
-  {
-    const char *rs = ERR_reason_error_string(e);
-    snprintf(msg, msglen, "tls: %s", rs ? rs : "handshake failure");
-  }
-  return "ETLS";
+  return alert_or_reason(e, reason, msg, msglen) ? "EPEERREJECTED" : "ETLS";
 }
