@@ -18,16 +18,6 @@ local function listing(dir)
     .. "find . -type f -readable -size -4M -exec md5sum {} + 2>/dev/null | sort")
 end
 
-local function buffer()
-  local b = { parts = {} }
-  function b:write(...)
-    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
-    return self
-  end
-  function b:text() return table.concat(self.parts) end
-  return b
-end
-
 local IS_ROOT = sh("id -u"):match("^0") ~= nil
 
 describe("bad input", function()
@@ -118,7 +108,7 @@ describe("bad input", function()
 
   -- cli.main with in-memory streams: returns rc, stderr
   local function cli_run(args, env)
-    local out, err = buffer(), buffer()
+    local out, err = helper.buffer(), helper.buffer()
     local rc = cli.main(args, { stdout = out, stderr = err, env = env or {} })
     return rc, err:text()
   end

@@ -6,16 +6,6 @@ local helper = require "helper"
 local cjson = require "cjson"
 local pki_mod = require "support.pki"
 
-local function buffer()
-  local b = { parts = {} }
-  function b:write(...)
-    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
-    return self
-  end
-  function b:text() return table.concat(self.parts) end
-  return b
-end
-
 -- Runs `check` in-process; version nil keeps the default choice.
 local function check(version, args, env)
   local argv = { "check", "--json" }
@@ -24,7 +14,7 @@ local function check(version, args, env)
     argv[#argv + 1] = version
   end
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local out, err = buffer(), buffer()
+  local out, err = helper.buffer(), helper.buffer()
   local rc = cli.main(argv, { stdout = out, stderr = err, env = env or {} })
   local ok, j = pcall(cjson.decode, out:text())
   return rc, ok and j or nil, err:text(), out:text()
@@ -245,7 +235,7 @@ describe("check predicts etcd", function()
 
   describe("the version predicted for", function()
     it("is named in the verdict and the JSON", function()
-      local out, err = buffer(), buffer()
+      local out, err = helper.buffer(), helper.buffer()
       local rc = cli.main({ "check", "--etcd-version", "3.4", "--listen-peer-urls", http() },
         { stdout = out, stderr = err, env = {} })
       assert.equal(0, rc)

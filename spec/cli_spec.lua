@@ -3,18 +3,8 @@ local cli = require "peerlisten.cli"
 local helper = require "helper"
 local cjson = require "cjson"
 
-local function buffer()
-  local b = { parts = {} }
-  function b:write(...)
-    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
-    return self
-  end
-  function b:text() return table.concat(self.parts) end
-  return b
-end
-
 local function run(args, env)
-  local out, err = buffer(), buffer()
+  local out, err = helper.buffer(), helper.buffer()
   local rc = cli.main(args, { stdout = out, stderr = err, env = env or {} })
   return rc, out:text(), err:text()
 end

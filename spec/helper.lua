@@ -228,6 +228,17 @@ function M.exists(path)
 end
 
 --- Writes a file (raises on failure).
+-- A file-like sink for the CLI's out and err: b:write(...), b:text().
+function M.buffer()
+  local b = { parts = {} }
+  function b:write(...)
+    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
+    return self
+  end
+  function b:text() return table.concat(self.parts) end
+  return b
+end
+
 function M.writefile(path, data)
   local f = assert(io.open(path, "wb"))
   f:write(data)
