@@ -1,8 +1,8 @@
 /*
-** listener.c: the peerlisten.Listener userdata: TCP (IPv4/IPv6, host names
-** resolved like Go's net.Listen) and unix sockets, socket options, accept,
-** serve (one coroutine per connection) and draining close; etcd's log line
-** and the counters for refused TLS connections.
+** listener.c: the peerlisten.Listener userdata over a bound TCP or unix
+** socket (listen.c binds it): accept, serve (one coroutine per connection)
+** and draining close; etcd's log line and the counters for refused TLS
+** connections.
 */
 #include <errno.h>
 #include <fcntl.h>
