@@ -88,7 +88,6 @@ static uint64_t timeout_ms (double s) {
 
 /* ---- logging ---- */
 
-/* fields table on top (popped).  Never raises. */
 void pl_log (lua_State *L, int logger_ref, const char *level, const char *msg) {
   int fields = lua_gettop(L);
   if (!lua_checkstack(L, 6)) { lua_pop(L, 1); return; }

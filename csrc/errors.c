@@ -123,7 +123,6 @@ int pl_traceback (lua_State *L) {
   return 1;
 }
 
-/* Calls the function below nargs arguments with a traceback handler. */
 int pl_pcall (lua_State *L, int nargs, int nresults) {
   int status;
   int base = lua_gettop(L) - nargs;   /* function index */

@@ -294,8 +294,6 @@ static void listener_stop (listener *l) {
   pl_group_close_pending(&l->g);   /* handshakes and queued connections */
 }
 
-/* Frees everything (idempotent); Lua-held connections are force-closed, or
-** only detached when the listener is being collected. */
 int pl_listener_release (lua_State *L, listener *l, int collecting) {
   if (l->released) return 0;
   listener_stop(l);
@@ -537,7 +535,6 @@ static int listener__tostring (lua_State *L) {
   return 1;
 }
 
-/* A new listener userdata, all-NULL, before anything is acquired. */
 listener *pl_listener_new (lua_State *L, int scheme, double rto, double wto) {
   listener *l = (listener *)lua_newuserdatauv(L, sizeof(listener), UV_COUNT);
   memset(l, 0, sizeof(*l));

@@ -54,8 +54,8 @@ PL_HIDDEN extern const char pl_listener_selfs;
 
 /* A new listener userdata (pushed), all-NULL, before anything is acquired. */
 PL_HIDDEN listener *pl_listener_new (lua_State *L, int scheme, double rto, double wto);
-/* The one release path (idempotent); with collecting, Lua-held connections
-** are only detached. */
+/* The one release path: frees everything (idempotent); Lua-held connections
+** are force-closed, or only detached when collecting (the listener's __gc). */
 PL_HIDDEN int pl_listener_release (lua_State *L, listener *l, int collecting);
 PL_HIDDEN void pl_listener_connection_cb (uv_stream_t *server, int status);
 /* core.listen */

@@ -200,7 +200,6 @@ static void vcache_insert (pl_tls *t, const unsigned char *md, const unsigned ch
   uv_mutex_unlock(&t->mu);
 }
 
-/* Verifies the chain of xs, through the cache when it is on. */
 int vcache_verify (pl_tls *t, X509_STORE_CTX *xs) {
   unsigned char buf[8192], *der = NULL, md[32];
   size_t len = 0;

@@ -299,7 +299,6 @@ const x509_usage x509_key_usages[] = {
 ** Inspection
 ** --------------------------------------------------------------------- */
 
-/* Seconds since the epoch of an ASN1_TIME; 0 when it cannot be read. */
 int x509_epoch (const ASN1_TIME *a, time_t *out) {
   struct tm tm;
   if (a == NULL || ASN1_TIME_to_tm(a, &tm) != 1) return 0;
@@ -504,9 +503,8 @@ static int bio_gc (lua_State *L) {
   return 0;
 }
 
-/* The certificate table of cert.inspect() and conn:tls_info().peer_cert
-** (its fields are documented in cert.lua).  The BIO the names are printed
-** through is owned by a userdata, so a Lua error half-way frees it too. */
+/* The BIO the names are printed through is owned by a userdata, so a Lua
+** error half-way frees it too. */
 void x509_push_info (lua_State *L, X509 *x) {
   char b[128];
   BIO **pb = (BIO **)lua_newuserdatauv(L, sizeof(BIO *), 0);

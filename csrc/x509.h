@@ -70,7 +70,8 @@ PL_HIDDEN extern const x509_usage x509_key_usages[];
 PL_HIDDEN void x509_push_bio (lua_State *L, BIO *b);
 PL_HIDDEN void x509_push_hex (lua_State *L, const unsigned char *p, size_t n);
 PL_HIDDEN void x509_push_keyinfo (lua_State *L, EVP_PKEY *pk);
-/* The certificate table shared by cert.inspect() and tls_info().peer_cert. */
+/* The certificate table shared by cert.inspect() and tls_info().peer_cert
+** (its fields are documented in cert.lua). */
 PL_HIDDEN void x509_push_info (lua_State *L, X509 *x);
 
 #endif
