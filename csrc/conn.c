@@ -581,7 +581,7 @@ static int read_deliver (lua_State *L, pl_conn *c, size_t max) {
   }
   if (c->rerr != 0) {
     if (c->rerr == UV_EPROTO && c->tlserr != NULL && c->tlserr[0])
-      return pl_fail(L, "EPROTO", "read: %s", c->tlserr);
+      return pl_fail(L, c->peer_alert ? "EPEERREJECTED" : "EPROTO", "read: %s", c->tlserr);
     return pl_uverror(L, "read", c->rerr);
   }
   if (c->eof) return pl_fail(L, "EOF", "EOF");
