@@ -55,6 +55,7 @@ build = {
     ["peerlisten"] = "lua/peerlisten/init.lua",
     ["peerlisten.cert"] = "lua/peerlisten/cert.lua",
     ["peerlisten.check"] = "lua/peerlisten/check.lua",
+    ["peerlisten.check_cluster"] = "lua/peerlisten/check_cluster.lua",
     ["peerlisten.cli"] = "lua/peerlisten/cli.lua",
     ["peerlisten.cli_cluster"] = "lua/peerlisten/cli_cluster.lua",
     ["peerlisten.cluster"] = "lua/peerlisten/cluster.lua",
