@@ -61,10 +61,13 @@ build = {
     ["peerlisten.cluster"] = "lua/peerlisten/cluster.lua",
     ["peerlisten.config"] = "lua/peerlisten/config.lua",
     ["peerlisten.dial"] = "lua/peerlisten/dial.lua",
+    ["peerlisten.etcd_versions"] = "lua/peerlisten/etcd_versions.lua",
+    ["peerlisten.etcd_yaml"] = "lua/peerlisten/etcd_yaml.lua",
     ["peerlisten.log"] = "lua/peerlisten/log.lua",
     ["peerlisten.peers"] = "lua/peerlisten/peers.lua",
     ["peerlisten.probe"] = "lua/peerlisten/probe.lua",
     ["peerlisten.responder"] = "lua/peerlisten/responder.lua",
+    ["peerlisten.startup"] = "lua/peerlisten/startup.lua",
     ["peerlisten.url"] = "lua/peerlisten/url.lua",
   },
   install = {

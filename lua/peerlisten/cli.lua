@@ -9,6 +9,7 @@
 
 local peerlisten = require "peerlisten"
 local check = require "peerlisten.check"
+local etcd_versions = require "peerlisten.etcd_versions"
 local responder = require "peerlisten.responder"
 
 local config = peerlisten.config
@@ -20,13 +21,15 @@ M.USAGE = [[
 Usage: peerlisten <command> [options]
 
 Commands:
-  serve [etcd flags | --config-file FILE]
+  serve [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]
       Configure the peer listeners as etcd does and answer peer probes
       (GET /health, GET /version) until SIGINT or SIGTERM.
-  check [--json] [--explain] [--strict] [--no-bind] [--peers] [etcd flags | --config-file FILE]
-      Preflight: load and validate, bind every URL, build every TLS policy,
-      check certificates and keys (and the cluster: membership, SANs, dial
-      sources), release everything, print a verdict.
+  check [--json] [--explain] [--strict] [--no-bind] [--peers] [--etcd-version V | --etcd BIN]
+        [etcd flags | --config-file FILE]
+      Preflight: would this etcd version start its peer listeners? Loads and
+      validates as that version, binds every URL, loads every TLS file,
+      checks the cluster (membership, SANs, dial sources), releases
+      everything, prints a verdict.
   probe URL [--json] [--timeout S] [--source IP] [etcd flags | --config-file FILE]
       Dial a peer URL with this member's peer TLS settings and speak to it
       as an etcd peer does; exit 0 only when the link would work for etcd.
@@ -42,12 +45,13 @@ Commands:
   help, --help, -h      this text; `peerlisten <command> --help` for one command
   version, --version
 
-Exit status: 0 ok, 1 failure, 2 usage error.
+Exit status: 0 ok (check: PASS), 1 failure (check: FAIL), 2 usage error
+(also what etcd's flag package refuses: unknown flag, malformed value).
 ]]
 
 local HELP = {
   serve = [[
-Usage: peerlisten serve [etcd flags | --config-file FILE]
+Usage: peerlisten serve [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]
 
 Configures etcd's peer listeners (etcd's flags, ETCD_* variables or an etcd
 YAML config file, with etcd's precedence) and serves each connection with a
@@ -65,7 +69,9 @@ Peer flags: --listen-peer-urls, --peer-cert-file, --peer-key-file,
   --tls-max-version, --self-signed-cert-validity, --socket-reuse-port,
   --socket-reuse-address, --raft-read-timeout, --raft-write-timeout,
   --name, --data-dir, --log-level, --log-format, --log-outputs, --config-file.
-Other etcd flags are accepted and ignored.
+Other etcd flags are accepted and ignored. Flags and keys follow the etcd
+version chosen as for `check` (so --etcd-version 3.4 refuses
+--socket-reuse-port, as etcd 3.4 does).
 ]],
   probe = [[
 Usage: peerlisten probe URL [--json] [--timeout S] [--source IP] [etcd flags | --config-file FILE]
@@ -87,14 +93,20 @@ Exit status 0 only when the link works; 1 otherwise; 2 for a usage error.
 ]],
   check = [[
 Usage: peerlisten check [--json] [--explain] [--strict] [--no-bind] [--peers]
-                        [etcd flags | --config-file FILE]
+                        [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]
 
-Runs the whole peer-listener configuration (binding every URL, building every
-TLS policy, generating the auto-TLS pair if configured), checks certificates
-(key match, expiry, SANs covering the URL hosts, key usages a peer needs),
-then releases everything. Prints warnings and a verdict on stdout.
-  --json      one JSON object: ok, error, code, warnings, listeners, certificates,
-              cluster, peers
+Predicts whether etcd would start its peer listeners with this configuration:
+loads it as that etcd version does (flags, ETCD_* variables, YAML types),
+opens the log outputs, binds every URL, builds every TLS policy (generating
+the auto-TLS pair if configured), loads the peer key pair and CA as etcd's
+peer client does (also for http URLs) and the CRL file as the listener does,
+checks certificates (expiry, SANs covering the URL hosts, key usages), then
+releases everything. Prints warnings and a verdict on stdout.
+  --etcd-version V  3.4, 3.5, 3.6 (modelled as 3.4.23, 3.5.33, 3.6.14) or a
+              full version such as 3.5.9; default: what `etcd --version`
+              reports (--etcd BIN, or etcd on PATH), else the newest
+  --json      one JSON object: ok, error, code, warnings, listeners,
+              certificates, etcd_version, differences, cluster, peers
   --explain   also every effective setting and where it came from
   --strict    every certificate or cluster warning fails the check
   --no-bind   do not bind the URLs (a member that is running); certificate
@@ -106,8 +118,10 @@ the name is in --initial-cluster with exactly the advertise URLs (etcd's
 rule), the certificate names every advertise URL host, and (peer client
 certificate auth on) the source address this host dials each other member
 from, since those members check it against the certificate's SANs.
-Exit status 0 only when etcd would start its peer listeners with this
-configuration; 1 otherwise; 2 for a malformed command line.
+Exit status 0 (PASS) only when that etcd would start its peer listeners with
+this configuration (and, with --strict, no certificate or cluster warning);
+1 (FAIL) otherwise; 2 for what etcd's flag package refuses too (unknown flag,
+malformed flag value: etcd exits 2 as well).
 ]],
   cert = [[
 Usage: peerlisten cert [--dir DIR] [--hosts h1,h2] [--validity YEARS] [--key-type TYPE]
@@ -177,14 +191,57 @@ local function logger_for(cfg, stderr)
     outputs = outputs }
 end
 
-local function load_config(args, env)
-  return config.load { args = args, env = env or os.getenv }
+-- Takes --etcd-version V and --etcd BIN out of args; returns them and the rest.
+local function version_args(args)
+  local o, rest = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, value = a:match("^%-%-?(etcd%-version)=(.*)$")
+    if not name then name, value = a:match("^%-%-?(etcd)=(.*)$") end
+    if not name then name = a:match("^%-%-?(etcd%-version)$") or a:match("^%-%-?(etcd)$") end
+    if name then
+      if value == nil then
+        i = i + 1
+        value = args[i]
+        if value == nil then return nil, ("option --%s needs a value"):format(name) end
+      end
+      o[name == "etcd" and "bin" or "version"] = value
+    else
+      rest[#rest + 1] = a
+    end
+    i = i + 1
+  end
+  return o, rest
+end
+
+-- The etcd profile to follow: --etcd-version, else the installed etcd's
+-- version (--etcd BIN, or etcd on the PATH of env), else the newest modelled.
+local function choose_version(o, env)
+  local path
+  if type(env) == "table" then path = env.PATH
+  else path = (env or os.getenv)("PATH") end
+  return etcd_versions.choose { version = o.version, bin = o.bin, path = path }
+end
+
+local function load_config(args, env, prof)
+  return config.load { args = args, env = env or os.getenv, etcd_version = prof }
 end
 
 -- serve --------------------------------------------------------------------
 
 local function cmd_serve(args, _, err, env)
-  local cfg, msg, code = load_config(args, env)
+  local vo, rest = version_args(args)
+  if not vo then
+    err("peerlisten serve: ", rest, "\n")
+    return 2
+  end
+  local prof, how = choose_version(vo, env)
+  if not prof then
+    err("peerlisten serve: ", how, "\n")
+    return 2
+  end
+  local cfg, msg, code = load_config(rest, env, prof)
   if not cfg then
     err("peerlisten serve: ", msg, "\n")
     if code == "EUSAGE" then err("Run 'peerlisten serve --help' for usage.\n") end
@@ -251,17 +308,25 @@ local function cmd_check(args, out, err, env)
     if f then flags[f] = true
     else rest[#rest + 1] = a end
   end
-  local cfg, msg, code = load_config(rest, env)
-  if not cfg and code == "EUSAGE" then
-    err("peerlisten check: ", msg, "\n", "Run 'peerlisten check --help' for usage.\n")
+  local vo, vrest = version_args(rest)
+  local prof, how, vwarn
+  if vo then prof, how, vwarn = choose_version(vo, env) end
+  if not prof then
+    err("peerlisten check: ", vo and how or vrest, "\n", "Run 'peerlisten check --help' for usage.\n")
     return 2
   end
+  local cfg, msg, code, extra = load_config(vrest, env, prof)
   local report = cfg and peerlisten.check(cfg, { explain = flags.explain, strict = flags.strict,
-    bind = not flags.no_bind, peers = flags.peers, env = env or os.getenv }) or check.failure(msg, code)
+    bind = not flags.no_bind, peers = flags.peers, env = env or os.getenv })
+    or check.failure(msg, code, { etcd_version = prof.version, differences = extra and extra.differences })
+  report.etcd_version_source = how
+  if vwarn then table.insert(report.warnings, 1, { level = "warn", msg = vwarn }) end
 
   if flags.json then
     out(log.encode(report), "\n")
-  else
+  elseif code ~= "EUSAGE" then
+    local v = "etcd " .. report.etcd_version
+    out("predicting for ", v, " (", how, ")\n")
     if report.explain then
       out("Effective configuration (value, source):\n")
       for _, row in ipairs(config.explain(cfg)) do out("  ", row.text, "\n") end
@@ -269,6 +334,10 @@ local function cmd_check(args, out, err, env)
     for _, w in ipairs(report.warnings) do
       local f = field_text(w.fields)
       out(w.level, ": ", w.text or w.msg, (f ~= "" and not w.text) and (" (" .. f .. ")") or "", "\n")
+    end
+    for _, n in ipairs(report.notes) do out("info: ", n.msg, "\n") end
+    for _, d in ipairs(report.differences) do
+      out("difference from etcd", d.key and (" (" .. d.key .. ")") or "", ": ", d.text, "\n")
     end
     for _, l in ipairs(report.listeners) do
       out("ok: ", l.url, " can be bound (", l.address, l.tls and ", TLS" or "", ")\n")
@@ -280,13 +349,20 @@ local function cmd_check(args, out, err, env)
       out(p.ok and "ok: " or "fail: ", "peer ", p.name, " ", p.verdict, "\n")
     end
     if report.ok then
-      out("PASS: etcd would start its peer listeners with this configuration\n")
+      out("PASS: ", v, " would start its peer listeners with this configuration\n")
+    elseif report.code == "ESTRICT" then
+      out("FAIL: ", v, " would start, but ", tostring(report.error), "\n")
     else
-      out("FAIL: ", tostring(report.error), "\n")
+      out("FAIL: ", v, " would not start: ", tostring(report.error), "\n")
     end
   end
   if not report.ok then
     err("peerlisten check: ", tostring(report.error), "\n")
+    -- what etcd's flag package refuses (etcd exits 2 and prints its usage)
+    if code == "EUSAGE" then
+      err("Run 'peerlisten check --help' for usage.\n")
+      return 2
+    end
     return 1
   end
   return 0
