@@ -237,7 +237,7 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
       for i = 1, 3 do
         local out = run(("ip netns exec %s lua5.4 bin/peerlisten cluster check %s --member m%d --json 2>/dev/null")
           :format(NS[i], q(from), i))
-        local r = cjson.decode(assert(out:match("{.*}"), out))
+        local r = cjson.decode((assert(out:match("{.*}"), out)))
         for _, c in ipairs(r.matrix.cells) do
           mine.cells[#mine.cells + 1] = c
           mine.ok = mine.ok and c.ok
