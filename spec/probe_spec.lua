@@ -184,6 +184,23 @@ describe("peerlisten.dial and probe against real peers #interop", function()
       stop(ppid)
     end)
 
+    it("dials unix and unixs peer URLs", function()
+      local sock = tmp .. "/m12.sock"
+      -- etcd's form is unix://host:port, relative to the working directory; dial takes the absolute form
+      local pid = bg(("cd %s && exec lua5.4 %s/bin/peerlisten serve --listen-peer-urls unix://m12.sock:0,"
+        .. "unixs://m12.sock:1 --peer-cert-file %s --peer-key-file %s --data-dir %s"):format(q(tmp),
+        q(helper.sh("pwd"):gsub("%s+$", "")), q(P:cert("server")), q(P:key("server")), q(tmp .. "/d-unix")),
+        "serve-unix")
+      assert(helper.wait_until(function() return select(2, helper.run("test -S " .. q(sock .. ":1"))) == 0 end, 15),
+        helper.readfile(tmp .. "/serve-unix.log"))
+      local r = probe.probe(("unix://%s:0"):format(sock), {})
+      assert.is_true(r.ok, r.verdict)
+      r = probe.probe(("unixs://%s:1"):format(sock), { trusted_ca_file = P:cert("ca"), server_name = "localhost" })
+      assert.is_true(r.ok, r.verdict)
+      assert.are.equal("CN=peer1", r.server_cert.subject)
+      stop(pid)
+    end)
+
     it("bad input is a fail triple and leaves nothing open", function()
       fail_with("EURL", "^parse \"127%.0%.0%.1:2380\"", peerlisten.dial("127.0.0.1:2380"))
       fail_with("EURL", "URL scheme must be", peerlisten.dial("ftp://127.0.0.1:2380"))
@@ -338,6 +355,27 @@ describe("peerlisten.dial and probe against real peers #interop", function()
       assert.are.equal(1, st, out)
       assert.matches("FAIL: .*strict: 2 certificate or cluster warnings", out)
       assert.not_matches("can be bound", out)
+    end)
+
+    it("reads the cluster settings from YAML and from ETCD_* variables too", function()
+      local yaml = tmp .. "/m11.yaml"
+      helper.writefile(yaml, ("name: m11\ndata-dir: %s\nlisten-peer-urls: https://127.0.0.11:0\n"
+        .. "initial-advertise-peer-urls: https://127.0.0.11:2380\ninitial-cluster: %s\n"
+        .. "peer-transport-security:\n  cert-file: %s\n  key-file: %s\n  trusted-ca-file: %s\n"
+        .. "  client-cert-auth: true\n"):format(tmp .. "/y11", IC, P:cert("m11"), P:key("m11"), P:cert("ca")))
+      local r = peerlisten.check(assert(peerlisten.config.load { file = yaml }), { bind = false })
+      assert.are.equal(2, dial_warnings(r))
+      local env = { ETCD_NAME = "m11", ETCD_INITIAL_CLUSTER = IC,
+        ETCD_INITIAL_ADVERTISE_PEER_URLS = "https://127.0.0.11:2380", ETCD_PEER_CERT_FILE = P:cert("m11-src"),
+        ETCD_PEER_KEY_FILE = P:key("m11-src"), ETCD_PEER_CLIENT_CERT_AUTH = "true", ETCD_DATA_DIR = tmp .. "/e11" }
+      local cfg = assert(peerlisten.config.load { args = {}, env = env })
+      r = peerlisten.check(cfg, { bind = false, env = env, strict = true })
+      assert.is_true(r.ok, r.error)
+      assert.are.equal(2, #r.cluster.dial_sources)
+      assert.is_true(r.cluster.dial_sources[1].named)
+      -- without the variables there is no cluster to check
+      r = peerlisten.check(cfg, { bind = false })
+      assert.is_nil(r.cluster)
     end)
 
     it("etcd's membership rule and messages; a CA as member certificate", function()
