@@ -201,6 +201,24 @@ describe("peerlisten.dial and probe against real peers #interop", function()
       stop(pid)
     end)
 
+    it("auto-TLS peers skip verifying the server, as etcd, and say so", function()
+      local port = helper.free_port()
+      local pid, log = bg(("exec lua5.4 bin/peerlisten serve --listen-peer-urls https://127.0.0.1:%d --peer-auto-tls "
+        .. "--data-dir %s"):format(port, q(tmp .. "/d-auto-server")), "serve-auto")
+      assert(up("127.0.0.1", port), helper.readfile(log))
+      local c, k = assert(peerlisten.cert.self_signed { dir = tmp .. "/d-auto-client", hosts = { "127.0.0.1" } })
+      local capture = peerlisten.log.capture { level = "info" }
+      local r = probe.probe(("https://127.0.0.1:%d"):format(port), { cert_file = c, key_file = k, logger = capture })
+      assert.is_true(r.ok, r.verdict)
+      assert.is_truthy(capture:find("peer dial skips server certificate verification: this member's certificate "
+        .. "is self-signed (auto-TLS) and no trusted CA is set, as in etcd", "warn"))
+      -- with a trusted CA the same server is verified, and refused
+      r = probe.probe(("https://127.0.0.1:%d"):format(port), { cert_file = c, key_file = k,
+        trusted_ca_file = P:cert("ca") })
+      assert.are.same({ false, "ESERVERCERT", "local" }, { r.ok, r.code, r.side })
+      stop(pid)
+    end)
+
     it("bad input is a fail triple and leaves nothing open", function()
       fail_with("EURL", "^parse \"127%.0%.0%.1:2380\"", peerlisten.dial("127.0.0.1:2380"))
       fail_with("EURL", "URL scheme must be", peerlisten.dial("ftp://127.0.0.1:2380"))
