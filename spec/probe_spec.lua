@@ -420,6 +420,11 @@ describe("peerlisten.dial and probe against real peers #interop", function()
       msgs = table.concat(msgs, "\n")
       assert.matches("is a CA certificate", msgs)
       assert.matches("does not name the advertise URL host", msgs)
+      r = peerlisten.check(cfg_for(11, "client-serveronly"), { bind = false, strict = true })
+      assert.are.same({ false, "ESTRICT" }, { r.ok, r.code })
+      msgs = {}
+      for _, w in ipairs(r.warnings) do msgs[#msgs + 1] = w.msg end
+      assert.matches("lacks the clientAuth extended key usage", table.concat(msgs, "\n"))
     end)
 
     it("--peers probes the other members with this member's certificate", function()

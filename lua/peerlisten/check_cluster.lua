@@ -160,7 +160,8 @@ local function certificate_checks(cfg, s, members, files, warn, report)
   if client and client[1] then client = client[1] end
   if not client or not pts.client_cert_auth then return end
   local eku = client.ext_key_usage or {}
-  if #eku > 0 and not contains(eku, "clientAuth") then
+  -- (the peer certificate itself is checked for clientAuth by check's certificate pass)
+  if (files.client_cert_file or "") ~= "" and #eku > 0 and not contains(eku, "clientAuth") then
     warn("peer certificate lacks the clientAuth extended key usage while members require client certificates",
       { ["cert-file"] = cfile })
   end
