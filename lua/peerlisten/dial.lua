@@ -33,7 +33,7 @@ local url = require "peerlisten.url"
 local M = {}
 
 local TLS_KEYS = { "cert_file", "key_file", "client_cert_file", "client_key_file", "trusted_ca_file",
-  "min_version", "max_version", "cipher_suites", "alpn", "insecure_skip_verify", "crl_file" }
+  "min_version", "max_version", "cipher_suites", "alpn", "insecure_skip_verify" }
 
 --- Whether the TLS options name TLS settings at all.
 function M.has_tls_options(opts)
