@@ -35,15 +35,6 @@ local M = {}
 local TLS_KEYS = { "cert_file", "key_file", "client_cert_file", "client_key_file", "trusted_ca_file",
   "min_version", "max_version", "cipher_suites", "alpn", "insecure_skip_verify" }
 
---- Whether the TLS options name TLS settings at all.
-function M.has_tls_options(opts)
-  for _, k in ipairs(TLS_KEYS) do
-    local v = opts[k]
-    if v ~= nil and v ~= "" and v ~= false then return true end
-  end
-  return false
-end
-
 --- A client TLS policy from the policy option names (empty strings are
 -- unset, as in etcd's YAML).
 -- @treturn[1] userdata peerlisten.TlsPolicy

@@ -11,7 +11,7 @@
 --      tls = { version =, cipher =, alpn = } or nil,
 --      server_cert = { subject =, issuer =, sans = { dns =, ip = }, not_after =, days_left = } or nil,
 --      version = { status =, body = }, probing = { status =, body = },
---      rtt = seconds (the /raft/probing round trip),
+--      dial_time = seconds (connect and handshake), rtt = seconds (the /raft/probing round trip),
 --    }
 -- @module peerlisten.probe
 
