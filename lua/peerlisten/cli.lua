@@ -346,7 +346,7 @@ local function cmd_check(args, out, err, env)
       out("ok: certificate ", c.file, " valid until ", tostring(c.not_after), "\n")
     end
     for _, p in ipairs(report.peers or {}) do
-      out(p.ok and "ok: " or "fail: ", "peer ", p.name, " ", p.verdict, "\n")
+      out(p.ok and "ok: " or (p.reachable and "fail: " or "not reachable: "), "peer ", p.name, " ", p.verdict, "\n")
     end
     if report.ok then
       out("PASS: ", v, " would start its peer listeners with this configuration\n")
