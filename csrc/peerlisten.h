@@ -134,7 +134,9 @@ PL_HIDDEN SSL *pl_tls_new_client_ssl (pl_tls *t, const char *host, int host_is_i
                                       char *err, size_t errlen);
 /* Words a failed client handshake (errors drained from the queue) and
 ** says who refused it: "ESERVERCERT" (we rejected the server's
-** certificate), "EPEERREJECTED" (the server sent an alert), or "ETLS". */
+** certificate), "EPEERREJECTED" (the server sent an alert: our certificate,
+** version, cipher suites), "EALPN" (its alert was no_application_protocol),
+** "ENOTTLS" (the server does not speak TLS), or "ETLS". */
 PL_HIDDEN const char *pl_tls_client_failure (SSL *ssl, int ssl_error, char *msg, size_t msglen);
 PL_HIDDEN void pl_tls_push_info (lua_State *L, SSL *ssl);
 

@@ -284,9 +284,6 @@ static void mismatch_text (SSL *ssl, char *buf, size_t len) {
   OPENSSL_free(ip);
 }
 
-/* A failed client handshake: which side refused it.  ESERVERCERT: we did
-** not accept the server's certificate; EPEERREJECTED: the server sent an
-** alert (our certificate, version, cipher suites); ETLS: anything else. */
 const char *pl_tls_client_failure (SSL *ssl, int ssl_error, char *msg, size_t msglen) {
   unsigned long e = 0, q;
   int reason;
@@ -307,5 +304,13 @@ const char *pl_tls_client_failure (SSL *ssl, int ssl_error, char *msg, size_t ms
     snprintf(msg, msglen, "tls: failed to verify certificate: %s", v);
     return "ESERVERCERT";
   }
-  return alert_or_reason(e, reason, msg, msglen) ? "EPEERREJECTED" : "ETLS";
+  /* the first bytes back are no TLS record: a plain-text server answered */
+  if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG ||
+      reason == SSL_R_UNKNOWN_PROTOCOL) {
+    snprintf(msg, msglen, "tls: first record does not look like a TLS handshake");
+    return "ENOTTLS";
+  }
+  if (alert_or_reason(e, reason, msg, msglen))
+    return reason - SSL_AD_REASON_OFFSET == TLS1_AD_NO_APPLICATION_PROTOCOL ? "EALPN" : "EPEERREJECTED";
+  return "ETLS";
 }
