@@ -13,6 +13,7 @@
 
 local cert = require "peerlisten.cert"
 local core = require "peerlisten.core"
+local probe = require "peerlisten.probe"
 local url = require "peerlisten.url"
 
 local M = {}
@@ -192,7 +193,6 @@ end
 
 -- Probes every other member: the row of the N x N matrix this member owns.
 local function probe_peers(cfg, s, members, warn, report, opts)
-  local probe = require "peerlisten.probe"
   local dopts, err, code = probe.member_options(cfg)
   report.peers = {}
   for _, m in ipairs(members) do

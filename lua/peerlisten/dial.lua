@@ -27,6 +27,7 @@
 --    `ETLSCONFIG`/`ECERT` our own TLS settings are unusable.
 -- @module peerlisten.dial
 
+local cert = require "peerlisten.cert"
 local core = require "peerlisten.core"
 local url = require "peerlisten.url"
 
@@ -90,7 +91,7 @@ function M.dial(u, opts)
         { url = u })
     elseif info.trusted_ca_file == "" and (info.cert_file ~= "" or info.client_cert_file ~= "") then
       local mine = info.client_cert_file ~= "" and info.client_cert_file or info.cert_file
-      local ci = require("peerlisten.cert").inspect(mine)
+      local ci = cert.inspect(mine)
       if ci and ci.self_signed then
         emit(opts.logger, "warn", "peer dial skips server certificate verification: this member's certificate "
           .. "is self-signed (auto-TLS) and no trusted CA is set, as in etcd", { url = u, ["cert-file"] = mine })
