@@ -181,6 +181,45 @@ describe("peerlisten.cli", function()
     end)
   end)
 
+  describe("log format", function()
+    local function serve_busy(extra, tty)
+      local holder = assert(peerlisten.listen { url = "http://127.0.0.1:0" })
+      local _, port = holder:addr()
+      local args = { "serve", "--listen-peer-urls", "http://127.0.0.1:" .. port, "--data-dir", dir }
+      for _, a in ipairs(extra) do args[#args + 1] = a end
+      local out, err = buffer(), buffer()
+      local rc = cli.main(args, { stdout = out, stderr = err, env = {}, tty = tty })
+      holder:close()
+      return rc, err:text()
+    end
+
+    it("is console at a terminal, JSON otherwise, and --log-format always wins", function()
+      local rc, err = serve_busy({}, true)
+      assert.equal(1, rc)
+      assert.matches("\tINFO\tpeerlisten/peers%.lua:%d+\tconfiguring peer listeners\t", err)
+      rc, err = serve_busy({}, false)
+      assert.equal(1, rc)
+      assert.matches('{"level":"info","ts":"[^"]+","caller":"peerlisten/peers%.lua:%d+","msg":"configuring peer listeners"', err)
+      rc, err = serve_busy({ "--log-format", "json" }, true)
+      assert.equal(1, rc)
+      assert.matches('{"level":"info",', err, 1, true)
+      assert.is_nil(err:find("\tINFO\t"))
+      rc, err = serve_busy({ "--log-format=console" }, false)
+      assert.equal(1, rc)
+      assert.matches("\tINFO\t", err)
+    end)
+
+    it("asks the real terminal: console under a pty, JSON into a pipe", function()
+      if not helper.have("script") then pending("script (util-linux) is not installed") return end
+      local cmd = ("lua5.4 bin/peerlisten cert --dir %s/pki --hosts 127.0.0.1"):format(dir)
+      local tty = helper.sh(("script -qec %s /dev/null 2>&1"):format(helper.q(cmd)))
+      assert.matches("\tWARN\tpeerlisten/cert%.lua:%d+\tautomatically generate certificates", tty)
+      helper.rmdir(dir .. "/pki")
+      local pipe = helper.sh(cmd .. " 2>&1 | cat")
+      assert.matches('{"level":"info",', pipe, 1, true)
+    end)
+  end)
+
   describe("serve #interop", function()
     -- Starts bin/peerlisten serve in the background; returns its pid and files.
     local function start(args)

@@ -131,14 +131,24 @@ local function split(s)
   return out
 end
 
+-- Whether logs go to a person: set by main() from the stderr stream.
+local stderr_tty = false
+
+-- Console lines for a person at a terminal, JSON lines (etcd's default) for
+-- everything else; an explicit --log-format (flag, env or file) always wins.
+local function log_format(cfg)
+  local explicit = cfg and cfg._sources and cfg._sources.log_format ~= "default"
+  if explicit then return cfg.log_format end
+  return stderr_tty and "console" or "json"
+end
+
 local function logger_for(cfg, stderr)
   local outputs = {}
   for _, o in ipairs(cfg and cfg.log_outputs or { "stderr" }) do
     if o == "default" or o == "stderr" then outputs[#outputs + 1] = function(line) stderr(line, "\n") end
     else outputs[#outputs + 1] = o end
   end
-  return log.new { level = cfg and cfg.log_level or "info", format = cfg and cfg.log_format or "json",
-    outputs = outputs }
+  return log.new { level = cfg and cfg.log_level or "info", format = log_format(cfg), outputs = outputs }
 end
 
 local function load_config(args, env)
@@ -260,7 +270,8 @@ end
 local function cmd_cert(args, out, err)
   local cert = peerlisten.cert
   local sub = args[1]
-  local logger = log.new { outputs = { function(line) err(line, "\n") end }, sampling = false }
+  local logger = log.new { outputs = { function(line) err(line, "\n") end }, sampling = false,
+    format = log_format(nil) }
   if sub == "ca" then
     local o, e = getopt({ table.unpack(args, 2) }, { dir = "value", name = "value", validity = "value",
       ["key-type"] = "value" })
@@ -321,12 +332,18 @@ local COMMANDS = { serve = cmd_serve, check = cmd_check, cert = cmd_cert, inspec
 --- Runs the command line `args` (without the program name).
 -- @tparam table args
 -- @tparam[opt] table streams `stdout`, `stderr` (files or objects with
--- `:write`), `env` (os.getenv or a table, for the ETCD_* variables)
+-- `:write`), `env` (os.getenv or a table, for the ETCD_* variables), `tty`
+-- (whether stderr is a terminal: console logs; default: asks the terminal
+-- when stderr is the process's own)
 -- @treturn integer exit status: 0 ok, 1 failure, 2 usage error
 function M.main(args, streams)
   streams = streams or {}
   local out = writer(streams.stdout or io.stdout)
   local err = writer(streams.stderr or io.stderr)
+  stderr_tty = streams.tty
+  if stderr_tty == nil then
+    stderr_tty = (streams.stderr == nil or streams.stderr == io.stderr) and os.execute("test -t 2") == true
+  end
   local cmd = args[1]
   if cmd == nil then
     err(M.USAGE)
