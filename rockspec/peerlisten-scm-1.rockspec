@@ -1,8 +1,11 @@
 rockspec_format = "3.0"
 package = "peerlisten"
 version = "scm-1"
+-- The development rockspec, for a checkout: `luarocks make` builds the
+-- working tree and ignores `source`. Releases have their own rockspec
+-- (peerlisten-X.Y.Z-1.rockspec) pinned to a tag.
 source = {
-  url = "git+file:///work/main",
+  url = "git+https://github.com/peerlisten/peerlisten.git",
   branch = "main",
 }
 description = {
@@ -16,6 +19,7 @@ checks, self-signed certificates, configuration loading and etcd's warnings.
 }
 dependencies = {
   "lua >= 5.4, < 5.5",
+  "lyaml",   -- etcd YAML config files (Debian: lua-yaml)
 }
 external_dependencies = {
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
@@ -45,6 +49,7 @@ build = {
     ["peerlisten.cli"] = "lua/peerlisten/cli.lua",
     ["peerlisten.config"] = "lua/peerlisten/config.lua",
     ["peerlisten.log"] = "lua/peerlisten/log.lua",
+    ["peerlisten.optional"] = "lua/peerlisten/optional.lua",
     ["peerlisten.peers"] = "lua/peerlisten/peers.lua",
     ["peerlisten.responder"] = "lua/peerlisten/responder.lua",
     ["peerlisten.url"] = "lua/peerlisten/url.lua",

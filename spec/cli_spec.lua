@@ -57,7 +57,7 @@ describe("peerlisten.cli", function()
     it("prints the version", function()
       local rc, out = run { "--version" }
       assert.equal(0, rc)
-      assert.equal("peerlisten scm-1\n", out)
+      assert.equal("peerlisten " .. peerlisten._VERSION .. "\n", out)
     end)
   end)
 

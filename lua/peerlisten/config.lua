@@ -25,6 +25,7 @@
 -- @module peerlisten.config
 
 local core = require "peerlisten.core"
+local optional = require "peerlisten.optional"
 local url = require "peerlisten.url"
 
 local M = {}
@@ -480,7 +481,8 @@ local function read_file(path, raw, sources, notes, errors, other)
   local text, rerr = fh:read("a")
   fh:close()
   if not text then return os_error("read", rerr) end
-  local lyaml = require "lyaml"
+  local lyaml, lerr = optional.require "lyaml"
+  if not lyaml then return nil, lerr end
   local ok, doc = pcall(lyaml.load, text)
   if not ok then
     local msg = tostring(doc)

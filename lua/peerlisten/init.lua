@@ -17,7 +17,7 @@ local peers = require "peerlisten.peers"
 local url = require "peerlisten.url"
 
 local M = {
-  _VERSION = "scm-1",
+  _VERSION = "0.1.0",
   cert = cert,
   config = config,
   log = log,

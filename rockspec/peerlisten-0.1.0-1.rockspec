@@ -1,0 +1,62 @@
+rockspec_format = "3.0"
+package = "peerlisten"
+version = "0.1.0-1"
+-- The release rockspec: `luarocks install`/`luarocks build` fetch the tag
+-- v0.1.0; in a checkout, `luarocks make` builds the working tree instead.
+source = {
+  url = "git+https://github.com/peerlisten/peerlisten.git",
+  tag = "v0.1.0",
+}
+description = {
+  summary = "etcd's peer listeners (configurePeerListeners) for Lua 5.4: TCP, unix and TLS listeners with etcd's checks",
+  detailed = [[
+peerlisten reproduces etcd's configurePeerListeners in Lua 5.4: plain and TLS
+(OpenSSL 3) listeners on TCP and unix sockets driven by libuv, etcd's TLS peer
+checks, self-signed certificates, configuration loading and etcd's warnings.
+]],
+  license = "Apache-2.0",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+  "lyaml",   -- etcd YAML config files (Debian: lua-yaml)
+}
+external_dependencies = {
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+  LIBUV = { header = "uv.h", library = "uv" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["peerlisten.core"] = {
+      sources = {
+        "csrc/cert.c",
+        "csrc/conn.c",
+        "csrc/core.c",
+        "csrc/errors.c",
+        "csrc/listener.c",
+        "csrc/signal.c",
+        "csrc/tls_policy.c",
+      },
+      defines = { "_XOPEN_SOURCE=700", "_DEFAULT_SOURCE" },
+      incdirs = { "csrc", "$(OPENSSL_INCDIR)", "$(LIBUV_INCDIR)" },
+      libdirs = { "$(OPENSSL_LIBDIR)", "$(LIBUV_LIBDIR)" },
+      libraries = { "ssl", "crypto", "uv" },
+    },
+    ["peerlisten"] = "lua/peerlisten/init.lua",
+    ["peerlisten.cert"] = "lua/peerlisten/cert.lua",
+    ["peerlisten.check"] = "lua/peerlisten/check.lua",
+    ["peerlisten.cli"] = "lua/peerlisten/cli.lua",
+    ["peerlisten.config"] = "lua/peerlisten/config.lua",
+    ["peerlisten.log"] = "lua/peerlisten/log.lua",
+    ["peerlisten.optional"] = "lua/peerlisten/optional.lua",
+    ["peerlisten.peers"] = "lua/peerlisten/peers.lua",
+    ["peerlisten.responder"] = "lua/peerlisten/responder.lua",
+    ["peerlisten.url"] = "lua/peerlisten/url.lua",
+  },
+  install = {
+    bin = { peerlisten = "bin/peerlisten" },
+  },
+}
+test = {
+  type = "busted",
+}
