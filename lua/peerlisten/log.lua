@@ -308,7 +308,8 @@ function Logger:warn(msg, fields) self:log("warn", msg, fields, 1) end
 --- Logs at error level. @tparam string msg @tparam[opt] table fields
 function Logger:error(msg, fields) self:log("error", msg, fields, 1) end
 --- Logs at fatal level. Only logs: a library never exits.
--- @tparam string msg @tparam[opt] table fields
+-- @tparam string msg
+-- @tparam[opt] table fields
 function Logger:fatal(msg, fields) self:log("fatal", msg, fields, 1) end
 
 --- The caller of C-side events that no listener owns (coroutine errors).

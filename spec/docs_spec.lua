@@ -1,0 +1,237 @@
+-- Runs the examples of README.md and docs/*.md that are marked to run, and
+-- compares their output with what the document shows.
+--
+-- A marker is an HTML comment on the line just before a fence:
+--   <!-- doctest -->             the ```console block that follows is run:
+--                                `$ ` lines (with `\` continuations) are
+--                                commands for one bash, the lines after a
+--                                command its expected output (stdout and
+--                                stderr); after `$ lua5.4 -i` the `> `/`>> `
+--                                lines are fed to the real interpreter, whose
+--                                output (readline echoes the input) must read
+--                                exactly like the transcript.
+--   <!-- doctest: file NAME -->  the block is written to NAME for the
+--                                blocks after it.
+-- Each document runs in a fresh temporary directory that looks like the
+-- checkout (lua/, bin/, peerlisten/ are symlinks to it), so examples written
+-- for the checkout work and nothing they create lands in it. Addresses,
+-- ports, times, temporary paths and long hex strings (serials,
+-- fingerprints) are masked on both sides before comparing.
+local helper = require "helper"
+
+local ROOT = helper.sh("pwd"):match("[^\n]+")
+
+local M = {}
+
+--- The masked form of a transcript.
+function M.mask(s)
+  s = s:gsub("%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d[%.%d]*Z", "<TIME>")
+  s = s:gsub("%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d", "<TIME>")
+  -- mktemp's directories (TMPDIR is inside the spec's own directory)
+  s = s:gsub("/tmp/peerlisten%-spec%.%w+/%.doctest/tmp/", "/tmp/")
+  s = s:gsub("/tmp/[%w%._%-]+", "/tmp/<TMP>")
+  s = s:gsub("0x%x+", "<ADDR>")
+  s = s:gsub("%x[%x:]+", function(h)
+    local _, n = h:gsub("%x", "")
+    if n >= 16 then return "<HEX>" end
+  end)
+  s = s:gsub("(%d+%.%d+%.%d+%.%d+)([:\t]%s*)(%d+)", "%1%2<PORT>")
+  s = s:gsub("(%[[%x:]+%]:)(%d+)", "%1<PORT>")
+  return s
+end
+
+-- Parses one Markdown file into its marked blocks, in document order:
+-- { kind = "console" | "file", name =, line =, text = }.
+function M.blocks(path)
+  local out, lines = {}, {}
+  for line in (helper.readfile(path) .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
+  local i = 1
+  while i <= #lines do
+    local marker = lines[i]:match("^<!%-%-%s*doctest(.-)%s*%-%->%s*$")
+    if marker then
+      local fence, lang = (lines[i + 1] or ""):match("^(```+)(%S*)%s*$")
+      assert(fence, ("%s:%d: a doctest marker must be followed by a fence"):format(path, i))
+      local body, j = {}, i + 2
+      while lines[j] and lines[j] ~= fence do body[#body + 1] = lines[j]; j = j + 1 end
+      assert(lines[j], ("%s:%d: fence not closed"):format(path, i + 1))
+      local name = marker:match("^:%s*file%s+(%S+)$")
+      if name then
+        out[#out + 1] = { kind = "file", name = name, line = i + 2, text = table.concat(body, "\n") .. "\n" }
+      else
+        assert(marker == "", ("%s:%d: unknown doctest marker %q"):format(path, i, marker))
+        assert(lang == "console", ("%s:%d: only ```console blocks run"):format(path, i + 1))
+        out[#out + 1] = { kind = "console", line = i + 2, lines = body }
+      end
+      i = j + 1
+    else
+      i = i + 1
+    end
+  end
+  return out
+end
+
+-- Splits a console block into steps { cmd =, repl = bool, input = {..}, expect = {..}, line = }.
+local function steps(block)
+  local list, cur = {}, nil
+  local k = 1
+  local body = block.lines
+  while k <= #body do
+    local l = body[k]
+    if l:match("^%$ ") then
+      local cmd, line = l:sub(3), block.line + k - 1
+      while cmd:match("\\$") and body[k + 1] do
+        k = k + 1
+        cmd = cmd .. "\n" .. body[k]
+      end
+      cur = { cmd = cmd, line = line, expect = {}, input = {}, repl = cmd:match("^lua5%.4 %-i%s*$") ~= nil }
+      list[#list + 1] = cur
+    else
+      assert(cur, ("line %d: output before the first command"):format(block.line + k - 1))
+      cur.expect[#cur.expect + 1] = l
+      if cur.repl then
+        local input = l:match("^>> (.*)$") or l:match("^> (.*)$")
+        if input then cur.input[#cur.input + 1] = input end
+      end
+    end
+    k = k + 1
+  end
+  return list
+end
+
+-- A directory that looks like the checkout to the examples.
+local function workdir()
+  local d = helper.tmpdir()
+  for _, name in ipairs { "lua", "bin", "peerlisten" } do
+    helper.run(("ln -s %s %s"):format(helper.q(ROOT .. "/" .. name), helper.q(d .. "/" .. name)))
+  end
+  os.execute("mkdir " .. helper.q(d .. "/.doctest"))
+  return d
+end
+
+-- Runs the steps of one console block in dir; returns the actual text of each step.
+local function run_console(dir, list)
+  local meta = dir .. "/.doctest"
+  local script = { "cd " .. helper.q(dir), "export TMPDIR=" .. helper.q(meta .. "/tmp"),
+    "mkdir -p \"$TMPDIR\"", "trap 'kill $(jobs -p) 2>/dev/null' EXIT" }
+  for i, s in ipairs(list) do
+    local out = helper.q(("%s/out.%d"):format(meta, i))
+    if s.repl then
+      local inf = ("%s/in.%d"):format(meta, i)
+      helper.writefile(inf, table.concat(s.input, "\n") .. "\n")
+      script[#script + 1] = ("{ %s < %s; } > %s 2>&1"):format(s.cmd, helper.q(inf), out)
+    else
+      script[#script + 1] = ("{ %s\n} > %s 2>&1"):format(s.cmd, out)
+    end
+  end
+  helper.writefile(meta .. "/script.sh", table.concat(script, "\n") .. "\n")
+  helper.run(("timeout -k 5 300 bash %s >%s/script.out 2>&1"):format(helper.q(meta .. "/script.sh"), helper.q(meta)))
+  local got = {}
+  for i, s in ipairs(list) do
+    local text = helper.readfile(("%s/out.%d"):format(meta, i)) or ""
+    -- the prompt left at end of input
+    if s.repl then text = text:gsub("> \n$", ""):gsub(">%s*$", "") end
+    got[i] = text
+  end
+  return got
+end
+
+-- Compares step by step; the error names the document line that differs.
+local function compare(path, list, got)
+  for i, s in ipairs(list) do
+    local want = #s.expect > 0 and (table.concat(s.expect, "\n") .. "\n") or ""
+    local a, b = M.mask(want), M.mask(got[i])
+    if a ~= b then
+      local wl, gl = {}, {}
+      for l in (a .. (a:sub(-1) == "\n" and "" or "\n")):gmatch("(.-)\n") do wl[#wl + 1] = l end
+      for l in (b .. (b:sub(-1) == "\n" and "" or "\n")):gmatch("(.-)\n") do gl[#gl + 1] = l end
+      local n = 1
+      while wl[n] == gl[n] do n = n + 1 end
+      local _, cmdlines = s.cmd:gsub("\n", "")
+      error(("%s:%d: `$ %s` prints something else than the document shows.\n"
+        .. "first difference at output line %d:\n  document: %s\n  actual:   %s\n--- actual output (masked) ---\n%s")
+        :format(path, s.line + cmdlines + n, s.cmd:match("[^\n]*"), n, tostring(wl[n]), tostring(gl[n]), b), 0)
+    end
+  end
+end
+
+local function documents()
+  local list = { "README.md" }
+  for f in helper.sh("ls docs/*.md 2>/dev/null"):gmatch("[^\n]+") do list[#list + 1] = f end
+  return list
+end
+
+describe("docs", function()
+  it("masks what changes from run to run, and only that", function()
+    assert.equal("127.0.0.1\t<PORT>\n", M.mask("127.0.0.1\t46147\n"))
+    assert.equal("listen tcp 127.0.0.1:<PORT>: bind", M.mask("listen tcp 127.0.0.1:2380: bind"))
+    assert.equal("valid until <TIME>", M.mask("valid until 2027-11-27T15:40:57Z"))
+    assert.equal("serial <HEX> n=364", M.mask("serial 5f:3a:9c:00:11:22:33:44:55:66 n=364"))
+    assert.equal("/tmp/<TMP>/pki/n1.pem", M.mask("/tmp/tmp.Ab3dE/pki/n1.pem"))
+    assert.are_not.equal(M.mask("days_left 364"), M.mask("days_left 365"))
+  end)
+
+  it("finds the marked blocks of a document", function()
+    local dir = helper.tmpdir()
+    helper.writefile(dir .. "/t.md", "x\n<!-- doctest: file a.lua -->\n```lua\nprint(1)\n```\n"
+      .. "<!-- doctest -->\n```console\n$ lua5.4 a.lua\n1\n```\n```console\n$ not run\n```\n")
+    local b = M.blocks(dir .. "/t.md")
+    helper.rmdir(dir)
+    assert.equal(2, #b)
+    assert.same({ "file", "a.lua", "print(1)\n" }, { b[1].kind, b[1].name, b[1].text })
+    assert.same({ "console", { "$ lua5.4 a.lua", "1" } }, { b[2].kind, b[2].lines })
+  end)
+
+  it("fails a document that lies", function()
+    local dir = workdir()
+    local list = steps { line = 1, lines = { "$ echo one", "two", "$ lua5.4 -i",
+      "Lua 5.4.4  Copyright (C) 1994-2022 Lua.org, PUC-Rio", "> 1 + 1", "3" } }
+    local got = run_console(dir, list)
+    helper.rmdir(dir)
+    local ok, err = pcall(compare, "t.md", list, got)
+    assert.is_false(ok)
+    assert.matches("t.md:2: `$ echo one`", err, 1, true)
+    list[1].expect = { "one" }
+    ok, err = pcall(compare, "t.md", list, got)
+    assert.is_false(ok)
+    assert.matches("document: 3\n  actual:   2", err, 1, true)
+    list[2].expect[3] = "2"
+    assert.is_true(pcall(compare, "t.md", list, got))
+  end)
+
+  it("docs/benchmarks.md is what bench/mkdoc.lua makes of bench/results/latest.md", function()
+    local made = helper.sh("lua5.4 bench/mkdoc.lua bench/results/latest.md")
+    assert.is_truthy(made:find("| 1. TLS 1.3 full handshake |", 1, true))
+    assert.equal(made, helper.readfile("docs/benchmarks.md"), "run `make docs/benchmarks.md`")
+  end)
+
+  for _, path in ipairs(documents()) do
+    local blocks = M.blocks(path)
+    if #blocks > 0 then
+      describe(path, function()
+        local dir, before
+        setup(function()
+          before = helper.sh("git status --porcelain --ignored")
+          dir = workdir()
+        end)
+        teardown(function() helper.rmdir(dir) end)
+
+        for _, b in ipairs(blocks) do
+          if b.kind == "file" then
+            it(("writes %s (line %d)"):format(b.name, b.line), function()
+              helper.writefile(dir .. "/" .. b.name, b.text)
+            end)
+          else
+            it(("runs the session at line %d as shown"):format(b.line), function()
+              local list = steps(b)
+              compare(path, list, run_console(dir, list))
+            end)
+          end
+        end
+
+        it("leaves nothing in the checkout", function()
+          assert.equal(before, helper.sh("git status --porcelain --ignored"))
+        end)
+      end)
+    end
+  end
+end)
