@@ -2,13 +2,17 @@
 --
 -- `main(args, io)` runs one command and returns its exit status: 0 ok, 1
 -- failure, 2 usage error. Messages go to `io.stderr`, data to `io.stdout`
--- (both replaceable for specs); logs are zap JSON lines on stderr unless the
--- configuration's log settings say otherwise. This module is the only place
--- that writes to the terminal; the library never exits.
+-- (both replaceable for specs); logs go to stderr as console lines at a
+-- terminal, zap JSON lines otherwise, unless the configuration's log settings
+-- say otherwise. Each command's options and help come from one declaration
+-- (peerlisten.cli_commands). This module is the only place that writes to
+-- the terminal; the library never exits.
 -- @module peerlisten.cli
 
 local peerlisten = require "peerlisten"
 local check = require "peerlisten.check"
+local cli_args = require "peerlisten.cli_args"
+local commands = require "peerlisten.cli_commands"
 local responder = require "peerlisten.responder"
 
 local config = peerlisten.config
@@ -16,113 +20,10 @@ local log = peerlisten.log
 
 local M = {}
 
-M.USAGE = [[
-Usage: peerlisten <command> [options]
-
-Commands:
-  serve [etcd flags | --config-file FILE]
-      Configure the peer listeners as etcd does and answer peer probes
-      (GET /health, GET /version) until SIGINT or SIGTERM.
-  check [--json] [--explain] [etcd flags | --config-file FILE]
-      Preflight: load and validate, bind every URL, build every TLS policy,
-      check certificates and keys, release everything, print a verdict.
-  cert [--dir DIR] [--hosts h1,h2] [--validity YEARS] [--key-type TYPE]
-      Create (or reuse) etcd's auto-TLS certificate pair in DIR.
-  cert ca --dir DIR [--name NAME] [--validity YEARS] [--key-type TYPE]
-  cert issue --ca-cert F --ca-key F --dir DIR --name NAME --hosts h1,h2
-      Create a cluster CA; issue a member certificate signed by it.
-  inspect [--json] FILE
-      Show a certificate (or chain) in PEM.
-  help, --help, -h      this text; `peerlisten <command> --help` for one command
-  version, --version
-
-Exit status: 0 ok, 1 failure, 2 usage error.
-]]
-
-local HELP = {
-  serve = [[
-Usage: peerlisten serve [etcd flags | --config-file FILE]
-
-Configures etcd's peer listeners (etcd's flags, ETCD_* variables or an etcd
-YAML config file, with etcd's precedence) and serves each connection with a
-small HTTP/1.1 peer-probe responder (keep-alive): GET /health -> 200
-{"health":"true"}, GET /version -> 200 JSON, anything else -> 404.
-SIGINT or SIGTERM closes every listener (1 s each) and exits 0.
-With no arguments it runs on etcd's defaults (http://localhost:2380,
-data dir default.etcd).
-
-Peer flags: --listen-peer-urls, --peer-cert-file, --peer-key-file,
-  --peer-client-cert-file, --peer-client-key-file, --peer-trusted-ca-file,
-  --peer-client-cert-auth, --peer-crl-file, --peer-auto-tls,
-  --peer-cert-allowed-cn, --peer-cert-allowed-hostname,
-  --peer-skip-client-san-verification, --cipher-suites, --tls-min-version,
-  --tls-max-version, --self-signed-cert-validity, --socket-reuse-port,
-  --socket-reuse-address, --raft-read-timeout, --raft-write-timeout,
-  --name, --data-dir, --log-level, --log-format, --log-outputs, --config-file.
-Other etcd flags are accepted and ignored.
-]],
-  check = [[
-Usage: peerlisten check [--json] [--explain] [etcd flags | --config-file FILE]
-
-Runs the whole peer-listener configuration (binding every URL, building every
-TLS policy, generating the auto-TLS pair if configured), checks certificates
-(key match, expiry, SANs covering the URL hosts, key usages a peer needs),
-then releases everything. Prints warnings and a verdict on stdout.
-  --json      one JSON object: ok, error, code, warnings, listeners, certificates
-  --explain   also every effective setting and where it came from
-Exit status 0 only when etcd would start its peer listeners with this
-configuration; 1 otherwise; 2 for a malformed command line.
-]],
-  cert = [[
-Usage: peerlisten cert [--dir DIR] [--hosts h1,h2] [--validity YEARS] [--key-type TYPE]
-       peerlisten cert ca --dir DIR [--name NAME] [--validity YEARS] [--key-type TYPE]
-       peerlisten cert issue --ca-cert F --ca-key F --dir DIR --name NAME --hosts h1,h2
-                             [--sans s1,s2] [--validity YEARS] [--key-type TYPE]
-
-Without a subcommand: etcd's auto-TLS pair (cert.pem, key.pem) in DIR
-(default default.etcd/fixtures/peer), reused when still valid.
-Key types: ecdsa-p521 (etcd's), ecdsa-p256, ecdsa-p384, ed25519, rsa-2048.
-Prints the files written on stdout.
-]],
-  inspect = [[
-Usage: peerlisten inspect [--json] FILE
-
-Prints a certificate (or every certificate of a chain file): subject, issuer,
-serial, validity, SANs, key usages, key, fingerprint.
-]],
-}
+M.USAGE = commands.usage()
 
 local function writer(stream)
   return function(...) stream:write(...) end
-end
-
--- Splits "--name=value" / "--name value" options known to a subcommand.
--- spec: name -> "flag" (boolean) or "value". Returns opts, rest or nil, err.
-local function getopt(args, spec, stop_at_unknown)
-  local opts, rest = {}, {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name, value = a:match("^%-%-?([%w-]+)=(.*)$")
-    if not name then name = a:match("^%-%-?([%w-]+)$") end
-    local kind = name and spec[name]
-    if kind == "flag" then
-      opts[name] = true
-    elseif kind == "value" then
-      if value == nil then
-        i = i + 1
-        value = args[i]
-        if value == nil then return nil, ("option --%s needs a value"):format(name) end
-      end
-      opts[name] = value
-    elseif stop_at_unknown then
-      rest[#rest + 1] = a
-    else
-      return nil, ("unknown option %s"):format(a)
-    end
-    i = i + 1
-  end
-  return opts, rest
 end
 
 local function split(s)
@@ -215,12 +116,10 @@ local function field_text(fields)
 end
 
 local function cmd_check(args, out, err, env)
-  local flags = {}
-  local rest = {}
-  for _, a in ipairs(args) do
-    if a == "--json" or a == "-json" then flags.json = true
-    elseif a == "--explain" or a == "-explain" then flags.explain = true
-    else rest[#rest + 1] = a end
+  local flags, rest = cli_args.parse(commands.check, args)
+  if not flags then
+    err("peerlisten check: ", rest, "\n", "Run 'peerlisten check --help' for usage.\n")
+    return 2
   end
   local cfg, msg, code = load_config(rest, env)
   if not cfg and code == "EUSAGE" then
@@ -261,73 +160,57 @@ end
 
 -- cert / inspect --------------------------------------------------------------
 
--- The --validity option: nil when absent, a number, or false when it is not a number.
-local function validity_of(o)
-  if o.validity == nil then return nil end
-  return tonumber(o.validity) or false
+local function cert_logger(err)
+  return log.new { outputs = { function(line) err(line, "\n") end }, sampling = false, format = log_format(nil) }
 end
 
-local function cmd_cert(args, out, err)
-  local cert = peerlisten.cert
-  local sub = args[1]
-  local logger = log.new { outputs = { function(line) err(line, "\n") end }, sampling = false,
-    format = log_format(nil) }
-  if sub == "ca" then
-    local o, e = getopt({ table.unpack(args, 2) }, { dir = "value", name = "value", validity = "value",
-      ["key-type"] = "value" })
-    if not o then err("peerlisten cert ca: ", e, "\n"); return 2 end
-    if not o.dir then err("peerlisten cert ca: --dir is required\n"); return 2 end
-    local validity = validity_of(o)
-    if validity == false then err("peerlisten cert ca: --validity must be a number\n"); return 2 end
-    local c, k, code = cert.ca { dir = o.dir, name = o.name, validity_years = validity,
-      key_type = o["key-type"], logger = logger }
-    if not c then err("peerlisten cert ca: ", k, " (", tostring(code), ")\n"); return 1 end
-    out("ca-cert: ", c, "\n", "ca-key: ", k, "\n")
-    return 0
-  elseif sub == "issue" then
-    local o, e = getopt({ table.unpack(args, 2) }, { ["ca-cert"] = "value", ["ca-key"] = "value", dir = "value",
-      name = "value", hosts = "value", sans = "value", validity = "value", ["key-type"] = "value" })
-    if not o then err("peerlisten cert issue: ", e, "\n"); return 2 end
-    for _, req in ipairs { "ca-cert", "ca-key", "dir", "name", "hosts" } do
-      if not o[req] then err("peerlisten cert issue: --", req, " is required\n"); return 2 end
-    end
-    local validity = validity_of(o)
-    if validity == false then err("peerlisten cert issue: --validity must be a number\n"); return 2 end
-    local c, k, code = cert.issue { ca_cert = o["ca-cert"], ca_key = o["ca-key"], dir = o.dir, name = o.name,
-      hosts = split(o.hosts), sans = o.sans and split(o.sans) or nil, validity_years = validity,
-      key_type = o["key-type"], logger = logger }
-    if not c then err("peerlisten cert issue: ", k, " (", tostring(code), ")\n"); return 1 end
-    out("cert: ", c, "\n", "key: ", k, "\n")
-    return 0
-  end
-  local o, e = getopt(args, { dir = "value", hosts = "value", validity = "value", ["key-type"] = "value" })
-  if not o then err("peerlisten cert: ", e, "\n"); return 2 end
-  local validity = validity_of(o)
-  if validity == false then err("peerlisten cert: --validity must be a number\n"); return 2 end
-  local c, k, created = cert.self_signed { dir = o.dir or "default.etcd/fixtures/peer",
-    hosts = split(o.hosts or "localhost"), validity_years = validity, key_type = o["key-type"], logger = logger }
+local function cmd_cert(o, _, out, err)
+  local c, k, created = peerlisten.cert.self_signed { dir = o.dir or "default.etcd/fixtures/peer",
+    hosts = split(o.hosts or "localhost"), validity_years = o.validity, key_type = o["key-type"],
+    logger = cert_logger(err) }
   if not c then err("peerlisten cert: ", k, " (", tostring(created), ")\n"); return 1 end
   out("cert: ", c, "\n", "key: ", k, "\n", "created: ", tostring(created), "\n")
   return 0
 end
 
-local function cmd_inspect(args, out, err)
-  local cert = peerlisten.cert
-  local json = false
-  local files = {}
-  for _, a in ipairs(args) do
-    if a == "--json" then json = true
-    elseif a:sub(1, 1) == "-" and a ~= "-" then err("peerlisten inspect: unknown option ", a, "\n"); return 2
-    else files[#files + 1] = a end
-  end
-  if #files ~= 1 then err("peerlisten inspect: exactly one FILE expected\n", HELP.inspect); return 2 end
-  local info, e, code = cert.inspect(files[1])
-  if not info then err("peerlisten inspect: ", e, " (", tostring(code), ")\n"); return 1 end
-  if json then out(log.encode(info), "\n") else out(cert.format(info), "\n") end
+local function cmd_cert_ca(o, _, out, err)
+  local c, k, code = peerlisten.cert.ca { dir = o.dir, name = o.name, validity_years = o.validity,
+    key_type = o["key-type"], logger = cert_logger(err) }
+  if not c then err("peerlisten cert ca: ", k, " (", tostring(code), ")\n"); return 1 end
+  out("ca-cert: ", c, "\n", "ca-key: ", k, "\n")
   return 0
 end
 
-local COMMANDS = { serve = cmd_serve, check = cmd_check, cert = cmd_cert, inspect = cmd_inspect }
+local function cmd_cert_issue(o, _, out, err)
+  local c, k, code = peerlisten.cert.issue { ca_cert = o["ca-cert"], ca_key = o["ca-key"], dir = o.dir,
+    name = o.name, hosts = split(o.hosts), sans = o.sans and split(o.sans) or nil, validity_years = o.validity,
+    key_type = o["key-type"], logger = cert_logger(err) }
+  if not c then err("peerlisten cert issue: ", k, " (", tostring(code), ")\n"); return 1 end
+  out("cert: ", c, "\n", "key: ", k, "\n")
+  return 0
+end
+
+local function cmd_inspect(o, files, out, err)
+  local cert = peerlisten.cert
+  local info, e, code = cert.inspect(files[1])
+  if not info then err("peerlisten inspect: ", e, " (", tostring(code), ")\n"); return 1 end
+  if o.json then out(log.encode(info), "\n") else out(cert.format(info), "\n") end
+  return 0
+end
+
+-- Commands whose declaration is parsed here: fn(opts, positional, out, err).
+local PARSED = { cert = cmd_cert, ["cert ca"] = cmd_cert_ca, ["cert issue"] = cmd_cert_issue,
+  inspect = cmd_inspect }
+
+-- Commands that parse their own words: fn(args, out, err, env).
+local COMMANDS = { serve = cmd_serve, check = cmd_check }
+
+-- The declared command `args` names ("cert ca" before "cert") and the words after it.
+local function resolve(args)
+  local two = args[2] and commands[args[1] .. " " .. args[2]]
+  if two then return two, { table.unpack(args, 3) } end
+  return commands[args[1]], { table.unpack(args, 2) }
+end
 
 --- Runs the command line `args` (without the program name).
 -- @tparam table args
@@ -349,28 +232,34 @@ function M.main(args, streams)
     err(M.USAGE)
     return 2
   end
-  if cmd == "help" or cmd == "--help" or cmd == "-h" or cmd == "-help" then
-    local topic = args[2]
-    out(topic and HELP[topic] or M.USAGE)
+  if cmd == "help" or cli_args.is_help(cmd) then
+    local decl = args[2] and resolve { table.unpack(args, 2) }
+    out(decl and cli_args.help(decl) or M.USAGE)
     return 0
   end
   if cmd == "version" or cmd == "--version" then
     out("peerlisten ", peerlisten._VERSION, "\n")
     return 0
   end
-  local fn = COMMANDS[cmd]
-  if not fn then
+  local decl, rest = resolve(args)
+  if not decl then
     err("peerlisten: unknown command '", tostring(cmd), "'\n", M.USAGE)
     return 2
   end
-  local rest = { table.unpack(args, 2) }
   for _, a in ipairs(rest) do
-    if a == "--help" or a == "-h" or a == "-help" then
-      out(HELP[cmd])
+    if cli_args.is_help(a) then
+      out(cli_args.help(decl))
       return 0
     end
   end
-  return fn(rest, out, err, streams.env)
+  local fn = COMMANDS[decl.name]
+  if fn then return fn(rest, out, err, streams.env) end
+  local opts, pos = cli_args.parse(decl, rest)
+  if not opts then
+    err("peerlisten ", decl.name, ": ", pos, "\n", "Run 'peerlisten ", decl.name, " --help' for usage.\n")
+    return 2
+  end
+  return PARSED[decl.name](opts, pos, out, err)
 end
 
 return M

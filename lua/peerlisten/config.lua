@@ -764,4 +764,22 @@ function M.options()
   return out
 end
 
+--- The flags the command line accepts besides the options: etcd's flags
+-- outside the peer listeners (kept and ignored), sorted, and the old names
+-- of options (old name -> flag).
+-- @treturn table names
+-- @treturn table aliases
+function M.other_flags()
+  local seen, out, aliases = {}, {}, {}
+  for _, o in ipairs(OPTIONS) do seen[o.opt.flag] = true end
+  for name, opt in pairs(BY_FLAG) do
+    if not seen[name] then aliases[name] = opt.flag end
+  end
+  for name in pairs(OTHER_FLAGS) do
+    if not seen[name] and not aliases[name] then out[#out + 1] = name end
+  end
+  table.sort(out)
+  return out, aliases
+end
+
 return M

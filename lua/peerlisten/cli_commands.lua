@@ -1,0 +1,235 @@
+--- The commands of `peerlisten`: one declaration each (see peerlisten.cli_args),
+-- read by the parser and printed by `--help`.
+-- @module peerlisten.cli_commands
+
+local cert = require "peerlisten.cert"
+local cli_args = require "peerlisten.cli_args"
+local config = require "peerlisten.config"
+
+local M = {}
+
+local EXIT_USAGE = { 2, "usage error: unknown option, missing or malformed value (nothing is written)" }
+
+-- etcd's flags, as config.load reads them: the peer-listener ones with their
+-- variable and default, then the others (accepted and ignored).
+local META = { urls = "URLS", list = "A,B", bool = nil, uint = "N", duration = "DURATION", string = "VALUE" }
+
+local function show_default(d)
+  if type(d) == "table" then return #d > 0 and table.concat(d, ",") or nil end
+  if d == "" or d == false then return nil end
+  return tostring(d)
+end
+
+local function etcd_flags()
+  local peer = { { "config-file", "FILE", "etcd's YAML config file (ETCD_CONFIG_FILE); when given, the other flags "
+    .. "and ETCD_* variables are ignored, as etcd does" } }
+  for _, o in ipairs(config.options()) do
+    local meta
+    if o.type ~= "bool" then
+      meta = o.flag:match("file$") and "FILE" or o.flag:match("dir$") and "DIR" or META[o.type] or "VALUE"
+    end
+    local text = o.env .. (o.type == "bool" and "; a flag, or --" .. o.flag .. "=false" or "")
+    if o.flag == "log-format" then text = text .. "; json or console (unless given: console at a terminal)" end
+    peer[#peer + 1] = { o.flag, meta, text, default = show_default(o.default) }
+  end
+  local names, aliases = config.other_flags()
+  local old = {}
+  for name in pairs(aliases) do old[#old + 1] = name end
+  table.sort(old)
+  for _, name in ipairs(old) do
+    peer[#peer + 1] = { name, nil, "old name of --" .. aliases[name] }
+  end
+  local other = {}
+  for _, name in ipairs(names) do
+    if name ~= "config-file" then other[#other + 1] = name end
+  end
+  return {
+    { title = "etcd flags for the peer listeners (or their ETCD_* variables, or a config file):", options = peer },
+    { title = "Other etcd flags (accepted, as etcd does, and ignored):", names = other },
+  }
+end
+
+local PASSTHROUGH = { groups = etcd_flags }
+
+M.serve = {
+  name = "serve",
+  synopsis = "[etcd flags | --config-file FILE]",
+  summary = "etcd's peer listeners from etcd's flags or config file, answering peer probes until "
+    .. "SIGINT/SIGTERM.",
+  text = [[
+Configures etcd's peer listeners (etcd's flags, ETCD_* variables or an etcd
+YAML config file, with etcd's precedence) and serves each connection with a
+small HTTP/1.1 peer-probe responder (keep-alive): GET /health -> 200
+{"health":"true"}, GET /version -> 200 JSON, anything else -> 404.
+SIGINT or SIGTERM closes every listener (1 s each) and exits 0.
+With no arguments it runs on etcd's defaults (http://localhost:2380,
+data dir default.etcd). Logs go to stderr: console lines at a terminal,
+etcd's JSON lines otherwise; --log-format decides when given.]],
+  options = {},
+  passthrough = PASSTHROUGH,
+  examples = {
+    "peerlisten serve",
+    "peerlisten serve --listen-peer-urls https://10.0.0.1:2380 --peer-auto-tls --data-dir n1.etcd",
+    "peerlisten serve --config-file /etc/etcd/etcd.yaml",
+    "ETCD_LISTEN_PEER_URLS=http://127.0.0.1:12380 peerlisten serve --log-format json",
+  },
+  exit = {
+    { 0, "stopped by SIGINT or SIGTERM" },
+    { 1, "the configuration is invalid or a listener could not be created (everything opened is closed)" },
+    { 2, "usage error: a flag etcd does not know, a malformed flag value" },
+  },
+}
+
+M.check = {
+  name = "check",
+  synopsis = "[--json] [--explain] [etcd flags | --config-file FILE]",
+  summary = "preflight: would etcd start its peer listeners with this configuration?",
+  text = [[
+Runs the whole peer-listener configuration (binding every URL, building every
+TLS policy, generating the auto-TLS pair if configured), checks certificates
+(key match, expiry, SANs covering the URL hosts, key usages a peer needs),
+then releases everything. Prints warnings and a verdict on stdout.]],
+  options = {
+    { "json", nil, "one JSON object: ok, error, code, warnings, listeners, certificates" },
+    { "explain", nil, "also every effective setting and where it came from" },
+  },
+  passthrough = PASSTHROUGH,
+  examples = {
+    "peerlisten check --listen-peer-urls https://127.0.0.1:2380 --peer-auto-tls",
+    "peerlisten check --json --config-file etcd.yaml",
+  },
+  exit = {
+    { 0, "PASS: etcd would start its peer listeners with this configuration" },
+    { 1, "FAIL: it would not (the reason is printed)" },
+    { 2, "usage error: a flag etcd does not know, a malformed flag value" },
+  },
+}
+
+local KEY_TYPE = { "key-type", "TYPE", "key algorithm", choices = cert.KEY_TYPES }
+
+M.cert = {
+  name = "cert",
+  synopsis = "[--dir DIR] [--hosts H1,H2] [--validity YEARS] [--key-type TYPE]\n"
+    .. "       peerlisten cert ca|issue ... (peerlisten cert ca --help, peerlisten cert issue --help)",
+  summary = "etcd's auto-TLS certificate pair.",
+  text = [[
+Creates (or reuses, when still valid for the same hosts) etcd's auto-TLS
+pair cert.pem and key.pem in DIR, as etcd's --peer-auto-tls does: a
+self-signed certificate (O=etcd, CA:TRUE, serverAuth) with the hosts as
+SANs. The key is written 0600, both files atomically. Prints the paths
+and whether the pair was created on stdout; etcd's log lines on stderr.
+
+Subcommands:
+  cert ca      a cluster CA (peerlisten cert ca --help)
+  cert issue   a member certificate signed by that CA (peerlisten cert issue --help)]],
+  options = {
+    { "dir", "DIR", "directory for cert.pem and key.pem", default = "default.etcd/fixtures/peer" },
+    { "hosts", "H1,H2", "IP addresses and DNS names for the SANs", default = "localhost" },
+    { "validity", "YEARS", "validity in years", number = true, default = "1" },
+    { KEY_TYPE[1], KEY_TYPE[2], KEY_TYPE[3], choices = KEY_TYPE.choices, default = "ecdsa-p521" },
+  },
+  examples = {
+    "peerlisten cert --dir n1.etcd/fixtures/peer --hosts 10.0.0.1,n1.example",
+  },
+  exit = {
+    { 0, "the pair exists (created or reused)" },
+    { 1, "it could not be written (the reason is printed)" },
+    EXIT_USAGE,
+  },
+}
+
+M["cert ca"] = {
+  name = "cert ca",
+  synopsis = "--dir DIR [--name NAME] [--validity YEARS] [--key-type TYPE]",
+  summary = "a cluster CA for peer mutual TLS.",
+  text = [[
+Creates a CA certificate NAME.pem and its key NAME-key.pem (0600) in DIR
+for signing member certificates (peerlisten cert issue). A valid CA
+already there is reused, never overwritten. Prints both paths on stdout.]],
+  options = {
+    { "dir", "DIR", "directory for the CA files (created 0700 if missing)", required = true },
+    { "name", "NAME", "file name and CN of the CA", default = "peerlisten-ca" },
+    { "validity", "YEARS", "validity in years", number = true, default = "10" },
+    { KEY_TYPE[1], KEY_TYPE[2], KEY_TYPE[3], choices = KEY_TYPE.choices, default = "ecdsa-p256" },
+  },
+  examples = { "peerlisten cert ca --dir pki" },
+  exit = {
+    { 0, "the CA exists (created or reused)" },
+    { 1, "it could not be written, or what is there is not a usable CA" },
+    EXIT_USAGE,
+  },
+}
+
+M["cert issue"] = {
+  name = "cert issue",
+  synopsis = "--ca-cert F --ca-key F --dir DIR --name NAME --hosts H1,H2 [options]",
+  summary = "a member certificate signed by the cluster CA.",
+  text = [[
+Issues NAME.pem and NAME-key.pem (0600) in DIR, signed by the CA: CN=NAME,
+serverAuth and clientAuth (etcd peers use one certificate for both sides),
+SANs from --hosts (IP addresses, DNS names, or peer URLs whose host is
+taken) plus --sans. Prints both paths on stdout.]],
+  options = {
+    { "ca-cert", "FILE", "the CA certificate", required = true },
+    { "ca-key", "FILE", "the CA key", required = true },
+    { "dir", "DIR", "directory for the member files", required = true },
+    { "name", "NAME", "member name: CN and file names", required = true },
+    { "hosts", "H1,H2", "the member's peer hosts or URLs", required = true },
+    { "sans", "S1,S2", "extra SANs (load balancer names, ...)" },
+    { "validity", "YEARS", "validity in years", number = true, default = "1" },
+    { KEY_TYPE[1], KEY_TYPE[2], KEY_TYPE[3], choices = KEY_TYPE.choices, default = "ecdsa-p256" },
+  },
+  examples = {
+    "peerlisten cert issue --ca-cert pki/peerlisten-ca.pem --ca-key pki/peerlisten-ca-key.pem \\\n"
+      .. "      --dir pki --name n1 --hosts https://10.0.0.1:2380",
+  },
+  exit = {
+    { 0, "the certificate and key were written" },
+    { 1, "the CA cannot be used, or the files could not be written" },
+    EXIT_USAGE,
+  },
+}
+
+M.inspect = {
+  name = "inspect",
+  synopsis = "[--json] FILE",
+  summary = "summarize a certificate (or every certificate of a chain file).",
+  text = [[
+Prints a summary of each certificate in FILE (PEM or DER): subject, issuer,
+serial, validity and days left, SANs, key usages, key type, signature
+algorithm and SHA-256 fingerprint. --json prints the same fields as the
+table peerlisten.cert.inspect returns.]],
+  options = {
+    { "json", nil, "one JSON value (a list for a chain file)" },
+  },
+  positional = { "FILE", min = 1, max = 1 },
+  examples = { "peerlisten inspect pki/n1.pem", "peerlisten inspect --json default.etcd/fixtures/peer/cert.pem" },
+  exit = {
+    { 0, "the file was read" },
+    { 1, "the file cannot be read or holds no certificate" },
+    { 2, "usage error: not exactly one FILE, unknown option" },
+  },
+}
+
+--- The commands in the order `peerlisten --help` lists them.
+M.ORDER = { "serve", "check", "cert", "cert ca", "cert issue", "inspect" }
+
+--- The top-level help.
+-- @treturn string
+function M.usage()
+  local out = { "Usage: peerlisten <command> [options]", "", "Commands:" }
+  for _, name in ipairs(M.ORDER) do
+    local c = M[name]
+    local words = {}
+    for w in c.summary:gmatch("%S+") do words[#words + 1] = w end
+    out[#out + 1] = ("  %-12s %s"):format(name, cli_args.wrap(words, (" "):rep(15), 79):sub(16))
+  end
+  out[#out + 1] = "  help, -h     this text; `peerlisten <command> --help` for one command's options,"
+  out[#out + 1] = "               examples and exit status"
+  out[#out + 1] = "  version      the version (also --version)"
+  out[#out + 1] = ""
+  out[#out + 1] = "Exit status: 0 ok, 1 failure, 2 usage error."
+  return table.concat(out, "\n") .. "\n"
+end
+
+return M
