@@ -14,7 +14,8 @@
 --                                blocks after it.
 -- Each document runs in a fresh temporary directory that looks like the
 -- checkout (lua/, bin/, peerlisten/ are symlinks to it), so examples written
--- for the checkout work and nothing they create lands in it. Addresses,
+-- for the checkout work and nothing they create lands in it; its bin/ is on
+-- the PATH, as an installed `peerlisten` would be. Addresses,
 -- ports, times, temporary paths and long hex strings (serials,
 -- fingerprints) are masked on both sides before comparing.
 local helper = require "helper"
@@ -111,7 +112,9 @@ end
 -- Runs the steps of one console block in dir; returns the actual text of each step.
 local function run_console(dir, list)
   local meta = dir .. "/.doctest"
+  -- `peerlisten` is on the PATH, as after installing the rock
   local script = { "cd " .. helper.q(dir), "export TMPDIR=" .. helper.q(meta .. "/tmp"),
+    "export PATH=" .. helper.q(dir .. "/bin") .. ":\"$PATH\"",
     "mkdir -p \"$TMPDIR\"", "trap 'kill $(jobs -p) 2>/dev/null' EXIT" }
   for i, s in ipairs(list) do
     local out = helper.q(("%s/out.%d"):format(meta, i))
