@@ -12,6 +12,7 @@
 --        { "dir", "DIR", "what it is", required = true },
 --        { "validity", "YEARS", "...", number = true, default = "10" },
 --        { "json", nil, "a flag: no value" },
+--        { "member", "NAME", "...", multiple = true },   -- repeatable: a list
 --      },
 --      positional = { "FILE", min = 1, max = 1 },   -- optional
 --      passthrough = { title =, groups = function() ... end },  -- options left for another
@@ -82,7 +83,12 @@ function M.parse(cmd, args)
             return nil, ("--%s must be one of: %s"):format(name, table.concat(o.choices, ", "))
           end
         end
-        opts[name] = value
+        if o.multiple then
+          opts[name] = opts[name] or {}
+          table.insert(opts[name], value)
+        else
+          opts[name] = value
+        end
       end
     elseif cmd.passthrough then
       rest[#rest + 1] = a
@@ -137,6 +143,7 @@ local function option_line(o)
   if o.choices then text = text .. ": " .. table.concat(o.choices, ", ") end
   if o.required then text = text .. " (required)" end
   if o.default ~= nil then text = text .. (" (default: %s)"):format(tostring(o.default)) end
+  if o.multiple then text = text .. " (repeatable)" end
   local body = wrap(words(text), (" "):rep(28), 79):sub(29)
   if #head >= 27 then return head .. "\n" .. (" "):rep(28) .. body end
   return head .. (" "):rep(28 - #head) .. body
