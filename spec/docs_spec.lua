@@ -210,7 +210,8 @@ describe("docs", function()
   for _, path in ipairs(documents()) do
     local blocks = M.blocks(path)
     if #blocks > 0 then
-      describe(path, function()
+      -- #interop: the examples talk to real peers (curl, openssl, etcd)
+      describe(path .. " #interop", function()
         local dir, before
         setup(function()
           before = helper.sh("git status --porcelain --ignored")
