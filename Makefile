@@ -29,7 +29,7 @@ CWARNS := -Wall -Wextra -pedantic -Wcast-align -Wdisabled-optimization \
   -Wnested-externs -Wstrict-prototypes
 OPTFLAGS ?= -O2
 CFLAGS ?= $(OPTFLAGS)
-PL_CFLAGS = -std=c99 -D_XOPEN_SOURCE=700 -D_DEFAULT_SOURCE $(CWARNS) -Werror -fPIC -fvisibility=hidden \
+PL_CFLAGS = -std=c99 -DPL_TEST_HOOKS -D_XOPEN_SOURCE=700 -D_DEFAULT_SOURCE $(CWARNS) -Werror -fPIC -fvisibility=hidden \
   $(shell $(PKG_CONFIG) --cflags $(PKGS))
 # The Lua interpreter provides the Lua API: do not link liblua into the module.
 PL_LIBS = $(shell $(PKG_CONFIG) --libs libuv openssl)
@@ -105,7 +105,7 @@ check: deps all
 	$(run_suite)
 
 lint:
-	$(LUACHECK) -q $(wildcard lua spec bin)
+	$(LUACHECK) -q $(wildcard lua spec bin examples)
 	$(CPPCHECK) --quiet --error-exitcode=1 --enable=warning,portability \
 	  --inline-suppr --std=c99 -Icsrc --suppress=missingIncludeSystem csrc
 

@@ -1,8 +1,8 @@
 /*
 ** cert.c: certificate helpers behind lua/peerlisten/cert.lua: key generation,
 ** self-signed and CA-issued X.509 v3 certificates, inspection, key matching,
-** verification, and the file primitives (mkdir -p, stat, atomic write) the Lua
-** layer needs.  PEM strings cross the boundary; there is no public userdata.
+** verification and reading PEM files (files.c has the other file
+** primitives).  PEM strings cross the boundary; there is no public userdata.
 */
 #ifndef _XOPEN_SOURCE
 #define _XOPEN_SOURCE 700
@@ -32,8 +32,8 @@
 #include <openssl/x509v3.h>
 
 #include "peerlisten.h"
+#include "x509.h"
 
-#define CERT_MAX_FILE  (16 * 1024 * 1024)   /* refuse to slurp bigger files */
 
 
 /* ---------------------------------------------------------------------
@@ -126,19 +126,6 @@ static int cert_fail (lua_State *L, cert_scratch *s, const char *code,
   return 3;
 }
 
-/* Go-worded system error, "<op> <path>: <reason>" (the C library's text
-** with a lower-case first letter, as Go prints errno), libuv code name. */
-static int cert_oserror (lua_State *L, cert_scratch *s, const char *op,
-                         const char *path, int err) {
-  int uverr = uv_translate_sys_error(err);
-  char reason[128];
-  snprintf(reason, sizeof reason, "%s", strerror(err));
-  if (reason[0] >= 'A' && reason[0] <= 'Z')   /* Go's wording: lower case */
-    reason[0] = (char)(reason[0] - 'A' + 'a');
-  if (s != NULL) cert_scratch_release(s);
-  return pl_fail(L, uv_err_name(uverr), "%s %s: %s", op, path, reason);
-}
-
 /* Password callback that refuses: encrypted keys fail instead of prompting. */
 static int cert_nopass (char *buf, int size, int rwflag, void *u) {
   (void)buf; (void)size; (void)rwflag; (void)u;
@@ -154,21 +141,20 @@ static int cert_nopass (char *buf, int size, int rwflag, void *u) {
 ** or NULL on an allocation failure.  Other PEM blocks are skipped. */
 static STACK_OF(X509) *cert_read_chain (const char *pem, size_t len) {
   STACK_OF(X509) *sk = sk_X509_new_null();
-  BIO *b = BIO_new_mem_buf(pem, (int)len);
-  X509 *x;
-  if (sk == NULL || b == NULL) {
-    sk_X509_free(sk);
-    BIO_free(b);
-    return NULL;
-  }
-  while ((x = PEM_read_bio_X509(b, NULL, cert_nopass, NULL)) != NULL) {
+  x509_pem *v = NULL;
+  int i, n = sk != NULL ? x509_pem_split(pem, len, &v) : 0;
+  for (i = 0; i < n; i++) {
+    const unsigned char *d = v[i].data;
+    X509 *x;
+    if (strcmp(v[i].name, "CERTIFICATE") != 0) continue;
+    if ((x = d2i_X509(NULL, &d, v[i].len)) == NULL) break;   /* as PEM_read_bio_X509 stops */
     if (!sk_X509_push(sk, x)) {
       X509_free(x);
       break;
     }
   }
-  ERR_clear_error();   /* the last read always ends with "no start line" */
-  BIO_free(b);
+  ERR_clear_error();
+  x509_pem_free(v, n);
   return sk;
 }
 
@@ -182,25 +168,7 @@ static EVP_PKEY *cert_read_key (const char *pem, size_t len) {
   return pk;
 }
 
-/* Pushes the contents of a memory BIO as a Lua string. */
-static void cert_push_bio (lua_State *L, BIO *b) {
-  char *p = NULL;
-  long n = BIO_get_mem_data(b, &p);
-  lua_pushlstring(L, p, n > 0 ? (size_t)n : 0);
-}
 
-/* Lower-case hex of a byte string. */
-static void cert_push_hex (lua_State *L, const unsigned char *p, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  luaL_Buffer b;
-  size_t i;
-  luaL_buffinit(L, &b);
-  for (i = 0; i < n; i++) {
-    luaL_addchar(&b, digits[p[i] >> 4]);
-    luaL_addchar(&b, digits[p[i] & 15]);
-  }
-  luaL_pushresult(&b);
-}
 
 
 /* ---------------------------------------------------------------------
@@ -248,49 +216,11 @@ static int cert_keygen (lua_State *L) {
                                               NULL, NULL);
   if (!ok)
     return cert_sslfail(L, s, "key encoding failed");
-  cert_push_bio(L, s->bio);
+  x509_push_bio(L, s->bio);
   cert_scratch_release(s);
   return 1;
 }
 
-/* Pushes { type = "ecdsa"|"rsa"|"ed25519"|..., bits = n, curve = "P-521" }. */
-static void cert_push_keyinfo (lua_State *L, EVP_PKEY *pk) {
-  int id = EVP_PKEY_get_base_id(pk);
-  lua_createtable(L, 0, 3);
-  if (id == EVP_PKEY_EC) {
-    char group[64];
-    size_t glen = 0;
-    const char *curve = NULL;
-    lua_pushliteral(L, "ecdsa");
-    lua_setfield(L, -2, "type");
-    if (EVP_PKEY_get_group_name(pk, group, sizeof group, &glen)) {
-      if (strcmp(group, "prime256v1") == 0) curve = "P-256";
-      else if (strcmp(group, "secp384r1") == 0) curve = "P-384";
-      else if (strcmp(group, "secp521r1") == 0) curve = "P-521";
-      else curve = group;
-      lua_pushstring(L, curve);
-      lua_setfield(L, -2, "curve");
-    }
-    lua_pushinteger(L, EVP_PKEY_get_bits(pk));
-  }
-  else if (id == EVP_PKEY_ED25519) {
-    lua_pushliteral(L, "ed25519");
-    lua_setfield(L, -2, "type");
-    lua_pushinteger(L, 256);
-  }
-  else if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS) {
-    lua_pushliteral(L, "rsa");
-    lua_setfield(L, -2, "type");
-    lua_pushinteger(L, EVP_PKEY_get_bits(pk));
-  }
-  else {
-    const char *name = OBJ_nid2sn(id);
-    lua_pushstring(L, name != NULL ? name : "unknown");
-    lua_setfield(L, -2, "type");
-    lua_pushinteger(L, EVP_PKEY_get_bits(pk));
-  }
-  lua_setfield(L, -2, "bits");
-}
 
 /* core.cert_key_info(key_pem) -> { type=, bits=, curve= } | nil, msg, "ECERT" */
 static int cert_key_info (lua_State *L) {
@@ -301,7 +231,7 @@ static int cert_key_info (lua_State *L) {
   s->key = cert_read_key(pem, len);
   if (s->key == NULL)
     return cert_sslfail(L, s, "cannot parse private key");
-  cert_push_keyinfo(L, s->key);
+  x509_push_keyinfo(L, s->key);
   cert_scratch_release(s);
   return 1;
 }
@@ -311,19 +241,6 @@ static int cert_key_info (lua_State *L) {
 ** Certificate creation
 ** --------------------------------------------------------------------- */
 
-/* Key usage: our (Go's) name, the OpenSSL configuration name, the bit. */
-static const struct { const char *name, *conf; uint32_t bit; } cert_ku[] = {
-  {"digitalSignature",  "digitalSignature", KU_DIGITAL_SIGNATURE},
-  {"contentCommitment", "nonRepudiation",   KU_NON_REPUDIATION},
-  {"keyEncipherment",   "keyEncipherment",  KU_KEY_ENCIPHERMENT},
-  {"dataEncipherment",  "dataEncipherment", KU_DATA_ENCIPHERMENT},
-  {"keyAgreement",      "keyAgreement",     KU_KEY_AGREEMENT},
-  {"keyCertSign",       "keyCertSign",      KU_KEY_CERT_SIGN},
-  {"cRLSign",           "cRLSign",          KU_CRL_SIGN},
-  {"encipherOnly",      "encipherOnly",     KU_ENCIPHER_ONLY},
-  {"decipherOnly",      "decipherOnly",     KU_DECIPHER_ONLY},
-  {NULL, NULL, 0}
-};
 
 static const char *const cert_eku_names[] = {
   "serverAuth", "clientAuth", "codeSigning", "emailProtection",
@@ -353,11 +270,11 @@ static void cert_addusages (lua_State *L, int opts, const char *field,
     }
     else {
       int j;
-      for (j = 0; cert_ku[j].name && strcmp(cert_ku[j].name, name); j++) ;
-      if (cert_ku[j].name == NULL)
+      for (j = 0; x509_key_usages[j].name && strcmp(x509_key_usages[j].name, name); j++) ;
+      if (x509_key_usages[j].name == NULL)
         luaL_error(L, "%s: unknown key usage '%s'", field, name);
       luaL_addchar(b, ',');
-      luaL_addstring(b, cert_ku[j].conf);
+      luaL_addstring(b, x509_key_usages[j].conf);
     }
     lua_pop(L, 1);
   }
@@ -438,6 +355,67 @@ static const EVP_MD *cert_digest_for (EVP_PKEY *pk) {
   return EVP_sha256();
 }
 
+/* The issuer of a CA-issued certificate: its certificate and matching key. */
+static int cert_load_issuer (lua_State *L, cert_scratch *s, const char *icertpem, size_t icertlen,
+                             const char *ikeypem, size_t ikeylen) {
+  s->chain = cert_read_chain(icertpem, icertlen);
+  if (s->chain == NULL || sk_X509_num(s->chain) == 0)
+    return cert_fail(L, s, "ECERT", "cannot parse CA certificate: no PEM certificate found");
+  s->issuer = sk_X509_shift(s->chain);
+  s->ikey = cert_read_key(ikeypem, ikeylen);
+  if (s->ikey == NULL)
+    return cert_sslfail(L, s, "cannot parse CA private key");
+  if (EVP_PKEY_eq(X509_get0_pubkey(s->issuer), s->ikey) != 1) {
+    ERR_clear_error();
+    return cert_fail(L, s, "ECERT", "CA private key does not match CA certificate");
+  }
+  return 0;
+}
+
+/* Subject from opts.subject = { {name, value}, ... }; NULL or what failed. */
+static const char *cert_set_subject (lua_State *L, cert_scratch *s) {
+  lua_Integer i, n;
+  X509_NAME *name = X509_get_subject_name(s->cert);
+  lua_getfield(L, 1, "subject");
+  n = lua_istable(L, -1) ? luaL_len(L, -1) : 0;
+  for (i = 1; i <= n; i++) {
+    const char *k, *v;
+    lua_geti(L, -1, i);
+    lua_geti(L, -1, 1);
+    lua_geti(L, -2, 2);
+    k = lua_tostring(L, -2);
+    v = lua_tostring(L, -1);
+    if (k == NULL || v == NULL)
+      luaL_error(L, "subject[%d]: {name, value} expected", (int)i);
+    if (!X509_NAME_add_entry_by_txt(name, k, MBSTRING_UTF8,
+                                    (const unsigned char *)v, -1, -1, 0))
+      return "cannot generate x509 certificate: bad subject";
+    lua_pop(L, 3);
+  }
+  lua_pop(L, 1);
+  return NULL;
+}
+
+/* Key usage (ku: "critical" then ",<name>"...), extended key usage (eku:
+** ",<name>"...), basic constraints and key identifiers. */
+static const char *cert_add_exts (cert_scratch *s, X509V3_CTX *ctx, const char *ku,
+                                  const char *eku, int is_ca) {
+  if (strlen(ku) > strlen("critical") && !cert_addext(s->cert, ctx, NID_key_usage, ku))
+    return "cannot generate x509 certificate: key usage";
+  if (eku[0] != '\0' && !cert_addext(s->cert, ctx, NID_ext_key_usage, eku + 1))
+    return "cannot generate x509 certificate: extended key usage";
+  if (!cert_addext(s->cert, ctx, NID_basic_constraints,
+                   is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE"))
+    return "cannot generate x509 certificate: basic constraints";
+  if ((is_ca || s->issuer != NULL)
+      && !cert_addext(s->cert, ctx, NID_subject_key_identifier, "hash"))
+    return "cannot generate x509 certificate: subject key identifier";
+  if (s->issuer != NULL
+      && !cert_addext(s->cert, ctx, NID_authority_key_identifier, "keyid:always"))
+    return "cannot generate x509 certificate: authority key identifier";
+  return NULL;
+}
+
 /*
 ** core.cert_create{ key = pem, subject = {{"O","etcd"}, ...},
 **   issuer_cert = pem?, issuer_key = pem?, not_before = epoch,
@@ -453,7 +431,7 @@ static int cert_create (lua_State *L) {
   const char *keypem, *icertpem, *ikeypem, *bad;
   size_t keylen, icertlen = 0, ikeylen = 0;
   lua_Integer notbefore, notafter;
-  int is_ca, sanpos;
+  int is_ca, sanpos, nret;
   unsigned char serial[16];
   cert_scratch *s;
   X509V3_CTX ctx;
@@ -488,19 +466,8 @@ static int cert_create (lua_State *L) {
   s->key = cert_read_key(keypem, keylen);
   if (s->key == NULL)
     return cert_sslfail(L, s, "cannot parse private key");
-  if (icertpem != NULL) {
-    s->chain = cert_read_chain(icertpem, icertlen);
-    if (s->chain == NULL || sk_X509_num(s->chain) == 0)
-      return cert_fail(L, s, "ECERT", "cannot parse CA certificate: no PEM certificate found");
-    s->issuer = sk_X509_shift(s->chain);
-    s->ikey = cert_read_key(ikeypem, ikeylen);
-    if (s->ikey == NULL)
-      return cert_sslfail(L, s, "cannot parse CA private key");
-    if (EVP_PKEY_eq(X509_get0_pubkey(s->issuer), s->ikey) != 1) {
-      ERR_clear_error();
-      return cert_fail(L, s, "ECERT", "CA private key does not match CA certificate");
-    }
-  }
+  if (icertpem != NULL && (nret = cert_load_issuer(L, s, icertpem, icertlen, ikeypem, ikeylen)) != 0)
+    return nret;
   s->cert = X509_new();
   s->bn = BN_new();
   if (s->cert == NULL || s->bn == NULL || RAND_bytes(serial, sizeof serial) != 1
@@ -508,28 +475,8 @@ static int cert_create (lua_State *L) {
       || BN_to_ASN1_INTEGER(s->bn, X509_get_serialNumber(s->cert)) == NULL
       || !X509_set_version(s->cert, X509_VERSION_3))
     return cert_sslfail(L, s, "cannot generate random number");
-  /* subject */
-  {
-    lua_Integer i, n;
-    X509_NAME *name = X509_get_subject_name(s->cert);
-    lua_getfield(L, 1, "subject");
-    n = lua_istable(L, -1) ? luaL_len(L, -1) : 0;
-    for (i = 1; i <= n; i++) {
-      const char *k, *v;
-      lua_geti(L, -1, i);
-      lua_geti(L, -1, 1);
-      lua_geti(L, -2, 2);
-      k = lua_tostring(L, -2);
-      v = lua_tostring(L, -1);
-      if (k == NULL || v == NULL)
-        luaL_error(L, "subject[%d]: {name, value} expected", (int)i);
-      if (!X509_NAME_add_entry_by_txt(name, k, MBSTRING_UTF8,
-                                      (const unsigned char *)v, -1, -1, 0))
-        return cert_sslfail(L, s, "cannot generate x509 certificate: bad subject");
-      lua_pop(L, 3);
-    }
-    lua_pop(L, 1);
-  }
+  if ((bad = cert_set_subject(L, s)) != NULL)
+    return cert_sslfail(L, s, bad);
   signer = s->issuer != NULL ? s->issuer : s->cert;
   if (!X509_set_issuer_name(s->cert, X509_get_subject_name(signer))
       || ASN1_TIME_set(X509_getm_notBefore(s->cert), (time_t)notbefore) == NULL
@@ -537,21 +484,8 @@ static int cert_create (lua_State *L) {
       || !X509_set_pubkey(s->cert, s->key))
     return cert_sslfail(L, s, "cannot generate x509 certificate");
   X509V3_set_ctx(&ctx, signer, s->cert, NULL, NULL, 0);
-  if (lua_rawlen(L, -3) > strlen("critical")
-      && !cert_addext(s->cert, &ctx, NID_key_usage, lua_tostring(L, -3)))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: key usage");
-  if (lua_rawlen(L, -2) > 0
-      && !cert_addext(s->cert, &ctx, NID_ext_key_usage, lua_tostring(L, -2) + 1))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: extended key usage");
-  if (!cert_addext(s->cert, &ctx, NID_basic_constraints,
-                   is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE"))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: basic constraints");
-  if ((is_ca || s->issuer != NULL)
-      && !cert_addext(s->cert, &ctx, NID_subject_key_identifier, "hash"))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: subject key identifier");
-  if (s->issuer != NULL
-      && !cert_addext(s->cert, &ctx, NID_authority_key_identifier, "keyid:always"))
-    return cert_sslfail(L, s, "cannot generate x509 certificate: authority key identifier");
+  if ((bad = cert_add_exts(s, &ctx, lua_tostring(L, -3), lua_tostring(L, -2), is_ca)) != NULL)
+    return cert_sslfail(L, s, bad);
   /* subject alternative names: DNS first, then IP addresses, as Go does */
   s->names = sk_GENERAL_NAME_new_null();
   if (s->names == NULL)
@@ -572,229 +506,11 @@ static int cert_create (lua_State *L) {
   s->bio = BIO_new(BIO_s_mem());
   if (s->bio == NULL || !PEM_write_bio_X509(s->bio, s->cert))
     return cert_sslfail(L, s, "cannot generate x509 certificate");
-  cert_push_bio(L, s->bio);
+  x509_push_bio(L, s->bio);
   cert_scratch_release(s);
   return 1;
 }
 
-
-/* ---------------------------------------------------------------------
-** Inspection
-** --------------------------------------------------------------------- */
-
-/* Seconds since the epoch of an ASN1_TIME (0 when it cannot be read). */
-static lua_Integer cert_epoch (const ASN1_TIME *t) {
-  ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
-  int days = 0, secs = 0;
-  int ok = epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t);
-  ASN1_TIME_free(epoch);
-  return ok ? (lua_Integer)days * 86400 + secs : 0;
-}
-
-/* Pushes the RFC 2253 string of name (UTF-8 kept as is). */
-static void cert_push_name (lua_State *L, BIO *b, const X509_NAME *name) {
-  (void)BIO_reset(b);
-  X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
-  cert_push_bio(L, b);
-}
-
-/* Pushes { O = "etcd", CN = "n1", ... }; a repeated attribute becomes a list. */
-static void cert_push_name_fields (lua_State *L, const X509_NAME *name) {
-  int i, n = X509_NAME_entry_count(name);
-  lua_createtable(L, 0, n);
-  for (i = 0; i < n; i++) {
-    const X509_NAME_ENTRY *e = X509_NAME_get_entry(name, i);
-    const ASN1_OBJECT *obj = X509_NAME_ENTRY_get_object(e);
-    unsigned char *utf8 = NULL;
-    char key[80];
-    int nid = OBJ_obj2nid(obj);
-    int len;
-    if (nid != NID_undef && OBJ_nid2sn(nid) != NULL)
-      snprintf(key, sizeof key, "%s", OBJ_nid2sn(nid));
-    else
-      OBJ_obj2txt(key, sizeof key, obj, 1);
-    len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
-    if (len < 0) continue;
-    lua_pushlstring(L, (const char *)utf8, (size_t)len);   /* t value */
-    OPENSSL_free(utf8);
-    if (lua_getfield(L, -2, key) == LUA_TNIL) {              /* t value old */
-      lua_pop(L, 1);
-      lua_setfield(L, -2, key);
-    }
-    else {
-      if (!lua_istable(L, -1)) {                              /* make a list */
-        lua_createtable(L, 2, 0);                            /* t v old list */
-        lua_insert(L, -2);
-        lua_rawseti(L, -2, 1);                               /* t v list */
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -4, key);
-      }
-      lua_insert(L, -2);                                     /* t list v */
-      lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-      lua_pop(L, 1);
-    }
-  }
-}
-
-static void cert_append (lua_State *L, int list) {
-  lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
-}
-
-/* Pushes { dns = {...}, ip = {...}, email = {...}, uri = {...} }. */
-static void cert_push_sans (lua_State *L, X509 *x) {
-  GENERAL_NAMES *gens = (GENERAL_NAMES *)X509_get_ext_d2i(x, NID_subject_alt_name,
-                                                          NULL, NULL);
-  int i, t;
-  lua_createtable(L, 0, 4);
-  lua_newtable(L); lua_setfield(L, -2, "dns");
-  lua_newtable(L); lua_setfield(L, -2, "ip");
-  lua_newtable(L); lua_setfield(L, -2, "email");
-  lua_newtable(L); lua_setfield(L, -2, "uri");
-  if (gens == NULL) {
-    ERR_clear_error();
-    return;
-  }
-  t = lua_gettop(L);
-  for (i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
-    const GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
-    int type;
-    void *v = GENERAL_NAME_get0_value(gn, &type);
-    const char *list = NULL;
-    if (type == GEN_DNS) list = "dns";
-    else if (type == GEN_EMAIL) list = "email";
-    else if (type == GEN_URI) list = "uri";
-    if (list != NULL) {
-      const ASN1_STRING *str = (const ASN1_STRING *)v;
-      lua_getfield(L, t, list);
-      lua_pushlstring(L, (const char *)ASN1_STRING_get0_data(str),
-                      (size_t)ASN1_STRING_length(str));
-      cert_append(L, lua_gettop(L) - 1);
-      lua_pop(L, 1);
-    }
-    else if (type == GEN_IPADD) {
-      const ASN1_OCTET_STRING *os = (const ASN1_OCTET_STRING *)v;
-      char text[INET6_ADDRSTRLEN];
-      int alen = ASN1_STRING_length(os);
-      const unsigned char *p = ASN1_STRING_get0_data(os);
-      if ((alen == 4 && inet_ntop(AF_INET, p, text, sizeof text))
-          || (alen == 16 && inet_ntop(AF_INET6, p, text, sizeof text))) {
-        lua_getfield(L, t, "ip");
-        lua_pushstring(L, text);
-        cert_append(L, lua_gettop(L) - 1);
-        lua_pop(L, 1);
-      }
-    }
-  }
-  GENERAL_NAMES_free(gens);
-}
-
-static void cert_push_usages (lua_State *L, X509 *x) {
-  uint32_t ku = X509_get_key_usage(x);
-  EXTENDED_KEY_USAGE *eku;
-  int i;
-  lua_newtable(L);
-  if (ku != UINT32_MAX) {
-    for (i = 0; cert_ku[i].name != NULL; i++) {
-      if (ku & cert_ku[i].bit) {
-        lua_pushstring(L, cert_ku[i].name);
-        cert_append(L, lua_gettop(L) - 1);
-      }
-    }
-  }
-  lua_setfield(L, -2, "key_usage");
-  lua_newtable(L);
-  eku = (EXTENDED_KEY_USAGE *)X509_get_ext_d2i(x, NID_ext_key_usage, NULL, NULL);
-  if (eku != NULL) {
-    for (i = 0; i < sk_ASN1_OBJECT_num(eku); i++) {
-      const ASN1_OBJECT *obj = sk_ASN1_OBJECT_value(eku, i);
-      int nid = OBJ_obj2nid(obj);
-      char text[80];
-      if (nid != NID_undef && OBJ_nid2sn(nid) != NULL)
-        snprintf(text, sizeof text, "%s", OBJ_nid2sn(nid));
-      else
-        OBJ_obj2txt(text, sizeof text, obj, 1);
-      lua_pushstring(L, text);
-      cert_append(L, lua_gettop(L) - 1);
-    }
-    EXTENDED_KEY_USAGE_free(eku);
-  }
-  ERR_clear_error();
-  lua_setfield(L, -2, "ext_key_usage");
-}
-
-/* Pushes the inspection table of one certificate (see cert.lua). */
-static void cert_push_info (lua_State *L, X509 *x, BIO *b) {
-  const ASN1_INTEGER *serial = X509_get0_serialNumber(x);
-  const ASN1_OCTET_STRING *kid;
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int mdlen = 0;
-  EVP_PKEY *pk = X509_get0_pubkey(x);
-  BIGNUM *bn;
-  int nid;
-  lua_createtable(L, 0, 24);
-  lua_pushinteger(L, X509_get_version(x) + 1);
-  lua_setfield(L, -2, "version");
-  bn = ASN1_INTEGER_to_BN(serial, NULL);
-  if (bn != NULL) {
-    char *hex = BN_bn2hex(bn), *p;
-    BN_free(bn);
-    if (hex != NULL) {
-      char *start = hex + (hex[0] == '-');
-      for (p = hex; *p; p++)
-        if (*p >= 'A' && *p <= 'F') *p = (char)(*p - 'A' + 'a');
-      while (start[0] == '0' && start[1] != '\0')
-        memmove(start, start + 1, strlen(start));
-      lua_pushstring(L, hex);
-      OPENSSL_free(hex);
-      lua_setfield(L, -2, "serial");
-    }
-  }
-  cert_push_name(L, b, X509_get_subject_name(x));
-  lua_setfield(L, -2, "subject");
-  cert_push_name_fields(L, X509_get_subject_name(x));
-  lua_setfield(L, -2, "subject_fields");
-  cert_push_name(L, b, X509_get_issuer_name(x));
-  lua_setfield(L, -2, "issuer");
-  cert_push_name_fields(L, X509_get_issuer_name(x));
-  lua_setfield(L, -2, "issuer_fields");
-  lua_pushinteger(L, cert_epoch(X509_get0_notBefore(x)));
-  lua_setfield(L, -2, "not_before");
-  lua_pushinteger(L, cert_epoch(X509_get0_notAfter(x)));
-  lua_setfield(L, -2, "not_after");
-  cert_push_sans(L, x);
-  lua_setfield(L, -2, "sans");
-  cert_push_usages(L, x);
-  lua_pushboolean(L, (X509_get_extension_flags(x) & EXFLAG_BCONS)
-                     && (X509_get_extension_flags(x) & EXFLAG_CA));
-  lua_setfield(L, -2, "is_ca");
-  if (X509_get_pathlen(x) >= 0) {
-    lua_pushinteger(L, X509_get_pathlen(x));
-    lua_setfield(L, -2, "path_len");
-  }
-  lua_pushboolean(L, X509_self_signed(x, 0) == 1);
-  lua_setfield(L, -2, "self_signed");
-  ERR_clear_error();
-  if (pk != NULL) {
-    cert_push_keyinfo(L, pk);
-    lua_setfield(L, -2, "key");
-  }
-  nid = X509_get_signature_nid(x);
-  lua_pushstring(L, nid != NID_undef ? OBJ_nid2ln(nid) : "unknown");
-  lua_setfield(L, -2, "signature_algorithm");
-  if (X509_digest(x, EVP_sha256(), md, &mdlen)) {
-    cert_push_hex(L, md, mdlen);
-    lua_setfield(L, -2, "fingerprint_sha256");
-  }
-  if ((kid = X509_get0_subject_key_id(x)) != NULL) {
-    cert_push_hex(L, ASN1_STRING_get0_data(kid), (size_t)ASN1_STRING_length(kid));
-    lua_setfield(L, -2, "subject_key_id");
-  }
-  if ((kid = X509_get0_authority_key_id(x)) != NULL) {
-    cert_push_hex(L, ASN1_STRING_get0_data(kid), (size_t)ASN1_STRING_length(kid));
-    lua_setfield(L, -2, "authority_key_id");
-  }
-  ERR_clear_error();
-}
 
 /*
 ** core.cert_inspect(pem) -> { info, ... } | nil, msg, "ECERT"
@@ -806,15 +522,14 @@ static int cert_inspect (lua_State *L) {
   cert_scratch *s = cert_scratch_new(L);
   int i, n;
   s->chain = cert_read_chain(pem, len);
-  s->bio = BIO_new(BIO_s_mem());
-  if (s->chain == NULL || s->bio == NULL)
+  if (s->chain == NULL)
     return cert_sslfail(L, s, "cannot read certificates");
   n = sk_X509_num(s->chain);
   if (n == 0)
     return cert_fail(L, s, "ECERT", "no PEM certificate found");
   lua_createtable(L, n, 0);
   for (i = 0; i < n; i++) {
-    cert_push_info(L, sk_X509_value(s->chain, i), s->bio);
+    x509_push_info(L, sk_X509_value(s->chain, i));
     lua_rawseti(L, -2, i + 1);
   }
   cert_scratch_release(s);
@@ -904,229 +619,20 @@ static int cert_ip (lua_State *L) {
 }
 
 
-/* ---------------------------------------------------------------------
-** Files
-** --------------------------------------------------------------------- */
-
-/* Go's os.FileMode string ("drwxr-xr-x") of a stat mode. */
-static void cert_modestring (mode_t m, char *out) {
-  static const char rwx[] = "rwxrwxrwx";
-  int i, n = 0;
-  if (S_ISDIR(m)) out[n++] = 'd';
-  if (S_ISBLK(m) || S_ISCHR(m)) out[n++] = 'D';
-  if (S_ISFIFO(m)) out[n++] = 'p';
-  if (S_ISSOCK(m)) out[n++] = 'S';
-  if (m & S_ISUID) out[n++] = 'u';
-  if (m & S_ISGID) out[n++] = 'g';
-  if (S_ISCHR(m)) out[n++] = 'c';
-  if (m & S_ISVTX) out[n++] = 't';
-  if (n == 0) out[n++] = '-';
-  for (i = 0; i < 9; i++)
-    out[n++] = (m & (1u << (8 - i))) ? rwx[i] : '-';
-  out[n] = '\0';
-}
-
-/* core.cert_stat(path) -> { type = "file"|"directory"|"other", mode = perm,
-**   mode_string = "drwx------" } | nil, "stat <path>: <reason>", code */
-static int cert_stat (lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  struct stat st;
-  char ms[24];
-  if (stat(path, &st) != 0)
-    return cert_oserror(L, NULL, "stat", path, errno);
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory"
-                    : S_ISREG(st.st_mode) ? "file" : "other");
-  lua_setfield(L, -2, "type");
-  lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
-  lua_setfield(L, -2, "mode");
-  cert_modestring(st.st_mode, ms);
-  lua_pushstring(L, ms);
-  lua_setfield(L, -2, "mode_string");
-  lua_pushinteger(L, (lua_Integer)st.st_size);
-  lua_setfield(L, -2, "size");
-  return 1;
-}
-
-/*
-** core.cert_mkdir_all(path, mode) -> true | nil, "mkdir <p>: <reason>", code
-** Creates path and its missing parents with mode (umask applies).  Like Go's
-** os.MkdirAll, an existing non-directory on the way is "not a directory"
-** naming that entry.
-*/
-static int cert_mkdir_all (lua_State *L) {
-  size_t len;
-  const char *path = luaL_checklstring(L, 1, &len);
-  mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
-  char buf[PATH_MAX];
-  struct stat st;
-  char *p;
-  luaL_argcheck(L, len > 0, 1, "empty path");
-  if (stat(path, &st) == 0) {
-    if (S_ISDIR(st.st_mode)) {
-      lua_pushboolean(L, 1);
-      return 1;
-    }
-    return cert_oserror(L, NULL, "mkdir", path, ENOTDIR);
-  }
-  if (len >= sizeof buf)
-    return cert_oserror(L, NULL, "mkdir", path, ENAMETOOLONG);
-  memcpy(buf, path, len + 1);
-  for (p = buf + 1; ; p++) {
-    if (*p == '/' || *p == '\0') {
-      char c = *p;
-      *p = '\0';
-      if (p[-1] != '/' && mkdir(buf, mode) != 0) {
-        int err = errno;
-        if (err != EEXIST)
-          return cert_oserror(L, NULL, "mkdir", buf, err);
-        if (stat(buf, &st) != 0)
-          return cert_oserror(L, NULL, "stat", buf, errno);
-        if (!S_ISDIR(st.st_mode))
-          return cert_oserror(L, NULL, "mkdir", buf, ENOTDIR);
-      }
-      *p = c;
-      if (c == '\0') break;
-    }
-  }
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* core.cert_probe_dir(dir) -> true | nil, msg, code: creates and removes
-** <dir>/.touch (mode 0600), etcd's writability test. */
-static int cert_probe_dir (lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
-  const char *path = lua_pushfstring(L, "%s/.touch", dir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return cert_oserror(L, NULL, "open", path, errno);
-  close(fd);
-  if (unlink(path) != 0)
-    return cert_oserror(L, NULL, "remove", path, errno);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
 /* core.cert_read_file(path) -> contents | nil, "open <path>: <reason>", code */
 static int cert_read_file (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   cert_scratch *s = cert_scratch_new(L);
-  size_t used = 0, cap = 4096;
-  struct stat st;
-  s->fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (s->fd < 0)
-    return cert_oserror(L, s, "open", path, errno);
-  if (fstat(s->fd, &st) == 0 && S_ISDIR(st.st_mode))
-    return cert_oserror(L, s, "read", path, EISDIR);
-  s->buf = (char *)malloc(cap);
-  if (s->buf == NULL)
-    return cert_oserror(L, s, "read", path, ENOMEM);
-  for (;;) {
-    ssize_t n;
-    if (used == cap) {
-      char *nb;
-      if (cap >= CERT_MAX_FILE)
-        return cert_oserror(L, s, "read", path, EFBIG);
-      nb = (char *)realloc(s->buf, cap * 2);
-      if (nb == NULL)
-        return cert_oserror(L, s, "read", path, ENOMEM);
-      s->buf = nb;
-      cap *= 2;
-    }
-    n = read(s->fd, s->buf + used, cap - used);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return cert_oserror(L, s, "read", path, errno);
-    }
-    if (n == 0) break;
-    used += (size_t)n;
+  char err[PATH_MAX + 64];
+  size_t len = 0;
+  int e = 0;
+  s->buf = x509_read_file(path, &len, err, sizeof(err), &e);
+  if (s->buf == NULL) {
+    cert_scratch_release(s);
+    return pl_fail(L, uv_err_name(uv_translate_sys_error(e)), "%s", err);
   }
-  lua_pushlstring(L, s->buf, used);
+  lua_pushlstring(L, s->buf, len);
   cert_scratch_release(s);
-  return 1;
-}
-
-/*
-** core.write_file_atomic(path, data [, mode = 0600]) -> true | nil, msg, code
-** Writes data to a new temporary file beside path (created with mode, so a
-** key is never readable by others, not even briefly), fsyncs it, renames it
-** over path and fsyncs the directory.  On failure the temporary file is
-** removed and path is untouched.
-*/
-static int write_file_atomic (lua_State *L) {
-  size_t len, plen, off = 0;
-  const char *path = luaL_checklstring(L, 1, &plen);
-  const char *data = luaL_checklstring(L, 2, &len);
-  mode_t mode = (mode_t)luaL_optinteger(L, 3, 0600);
-  char dir[PATH_MAX], tmp[PATH_MAX];
-  const char *slash = strrchr(path, '/');
-  const char *base = slash ? slash + 1 : path;
-  int fd = -1, tries, err, dfd;
-  if (plen + 32 >= sizeof tmp)
-    return cert_oserror(L, NULL, "open", path, ENAMETOOLONG);
-  if (slash == NULL) strcpy(dir, ".");
-  else if (slash == path) strcpy(dir, "/");
-  else {
-    memcpy(dir, path, (size_t)(slash - path));
-    dir[slash - path] = '\0';
-  }
-  for (tries = 0; tries < 16 && fd < 0; tries++) {
-    unsigned char rnd[6];
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
-      return cert_sslfail(L, NULL, "cannot generate random number");
-    if (snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%02x%02x%02x%02x%02x%02x",
-                 dir, base, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5])
-        >= (int)sizeof tmp)
-      return cert_oserror(L, NULL, "open", path, ENAMETOOLONG);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0 && errno != EEXIST)
-      return cert_oserror(L, NULL, "open", path, errno);
-  }
-  if (fd < 0)
-    return cert_oserror(L, NULL, "open", path, EEXIST);
-  while (off < len) {
-    ssize_t n = write(fd, data + off, len - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      goto fail_write;
-    }
-    off += (size_t)n;
-  }
-  if (fsync(fd) != 0) {
-    err = errno;
-    goto fail_write;
-  }
-  if (close(fd) != 0) {
-    err = errno;
-    fd = -1;
-    goto fail_write;
-  }
-  if (rename(tmp, path) != 0) {
-    err = errno;
-    unlink(tmp);
-    return cert_oserror(L, NULL, "rename", path, err);
-  }
-  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)fsync(dfd);   /* the rename is done; a failed flush changes nothing */
-    close(dfd);
-  }
-  lua_pushboolean(L, 1);
-  return 1;
-fail_write:
-  if (fd >= 0) close(fd);
-  unlink(tmp);
-  return cert_oserror(L, NULL, "write", path, err);
-}
-
-/* core.cert_cwd() -> current directory | nil, msg, code */
-static int cert_cwd (lua_State *L) {
-  char buf[PATH_MAX];
-  if (getcwd(buf, sizeof buf) == NULL)
-    return cert_oserror(L, NULL, "getwd", ".", errno);
-  lua_pushstring(L, buf);
   return 1;
 }
 
@@ -1139,12 +645,7 @@ static const luaL_Reg cert_funcs[] = {
   {"cert_matches_key", cert_matches_key},
   {"cert_verify", cert_verify},
   {"cert_ip", cert_ip},
-  {"cert_stat", cert_stat},
-  {"cert_mkdir_all", cert_mkdir_all},
-  {"cert_probe_dir", cert_probe_dir},
   {"cert_read_file", cert_read_file},
-  {"cert_cwd", cert_cwd},
-  {"write_file_atomic", write_file_atomic},
   {NULL, NULL}
 };
 

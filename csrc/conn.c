@@ -1,178 +1,31 @@
 /*
-** conn.c: connections (peerlisten.Conn): plain or TLS over a BIO that reads
-** from libuv's read callback and writes into a malloc'ed output buffer.  The
-** C state (pl_conn) is malloc'ed and owned by its listener's pl_group until
+** conn.c: connections (peerlisten.Conn), accepted or dialled, plain or TLS
+** (tls_stream.c): their lifecycle, the group bookkeeping of a listener's
+** connections, plain reads and writes, and the Conn userdata.  The C state
+** (conn.h's pl_conn) is malloc'ed and owned by its listener's pl_group until
 ** the handshake and checks passed; then a Conn userdata owns it.
-** Owned by the core helper.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/err.h>
+#include "conn.h"
 
-#include "peerlisten.h"
-
-#define TLS_CHUNK 16384
 #define READ_HIGH (64 * 1024)   /* stop reading when this much waits unread */
-#define TLSERR_LEN 128
-
-enum { PH_HANDSHAKE, PH_CHECKING, PH_OPEN };
-
-struct pl_conn {
-  uv_stream_t *h;          /* uv_tcp_t or uv_pipe_t (malloc'ed); NULL: closed */
-  uv_loop_t *loop;
-  pl_group *g;             /* owning listener's group; NULL once detached */
-  pl_conn *prev, *next;    /* in g->head */
-  pl_conn *rnext;          /* in g's ready queue */
-  SSL *ssl;                /* NULL for plain connections */
-  pl_tls *tls;             /* retained while ssl exists */
-  char *rbuf;              /* plaintext not yet read by Lua: rbuf[roff..rlen) */
-  size_t roff, rlen, rcap;
-  const char *in;          /* raw TLS bytes of the current read callback */
-  size_t inlen;
-  char *wout;              /* TLS output not yet given to libuv */
-  size_t woutlen, woutcap;
-  uv_timer_t *hs_timer;    /* whole-handshake deadline */
-  char *tlserr;            /* why a TLS read failed (malloc'ed, only then) */
-  pl_waiter rw, ww;
-  double rto, wto;         /* default read/write deadlines (seconds, 0: none) */
-  int rerr, werr;          /* libuv error codes (0: none) */
-  int pending_writes;
-  unsigned short peer_port;
-  /* flags: one byte each (every idle connection carries this struct) */
-  unsigned char phase;
-  unsigned char has_ud;    /* a Conn userdata owns this struct */
-  unsigned char user_closed;   /* close() was called */
-  unsigned char work_pending;  /* a post-handshake check runs on the thread pool */
-  unsigned char pinned;    /* C code still uses it while Lua runs (loggers) */
-  unsigned char reading;
-  unsigned char eof;
-  unsigned char is_unix;
-  unsigned char peer_raw;  /* peer holds the raw sockaddr, formatted on demand */
-  char peer[46];           /* remote IP ("@" for unix peers); INET6_ADDRSTRLEN */
-};
+/* a uv_buf_t's length is an unsigned int: longer data goes in pieces */
+#define BUF_MAX ((size_t)1 << 30)
 
 typedef struct conn_ud {
   pl_conn *c;              /* NULL after __gc */
 } conn_ud;
 
+/* One queued write: data is either malloc'ed (TLS output) or a Lua string
+** kept alive by a registry ref until libuv is done with it. */
 typedef struct wreq {
   uv_write_t req;
-  char *data;              /* malloc'ed, freed by write_cb */
+  char *data;
+  int ref;
 } wreq;
-
-typedef struct checkwork {
-  uv_work_t req;
-  pl_conn *c;
-  const char *reason;
-  char msg[512];
-  char ip[48];
-} checkwork;
-
-static const char *peer_name (pl_conn *c);
-
-static void free_handle (uv_handle_t *h) {
-  free(h);
-}
-
-/* ---- the BIO between OpenSSL and libuv ---- */
-
-/* One BIO method shared by every loop of the process, freed with the last
-** loop (pl_conn_loops).  The mutex guards both. */
-static BIO_METHOD *bio_method = NULL;
-static int bio_loops = 0;
-static uv_mutex_t bio_mutex;
-static uv_once_t bio_once = UV_ONCE_INIT;
-
-static int bio_write (BIO *b, const char *data, int len) {
-  pl_conn *c = (pl_conn *)BIO_get_data(b);
-  size_t need;
-  BIO_clear_retry_flags(b);
-  if (c == NULL || len < 0) return -1;
-  need = c->woutlen + (size_t)len;
-  if (need > c->woutcap) {
-    size_t cap = c->woutcap ? c->woutcap : 4096;
-    char *nb;
-    while (cap < need) cap *= 2;
-    nb = (char *)realloc(c->wout, cap);
-    if (nb == NULL) return -1;
-    c->wout = nb;
-    c->woutcap = cap;
-  }
-  memcpy(c->wout + c->woutlen, data, (size_t)len);
-  c->woutlen += (size_t)len;
-  return len;
-}
-
-static int bio_read (BIO *b, char *out, int len) {
-  pl_conn *c = (pl_conn *)BIO_get_data(b);
-  size_t n;
-  BIO_clear_retry_flags(b);
-  if (c == NULL || len <= 0) return 0;
-  if (c->inlen == 0) {
-    if (c->eof) return 0;
-    BIO_set_retry_read(b);
-    return -1;
-  }
-  n = c->inlen < (size_t)len ? c->inlen : (size_t)len;
-  memcpy(out, c->in, n);
-  c->in += n;
-  c->inlen -= n;
-  return (int)n;
-}
-
-static long bio_ctrl (BIO *b, int cmd, long num, void *ptr) {
-  pl_conn *c = (pl_conn *)BIO_get_data(b);
-  (void)num; (void)ptr;
-  switch (cmd) {
-    case BIO_CTRL_FLUSH: return 1;
-    case BIO_CTRL_PENDING: return c ? (long)c->inlen : 0;
-    case BIO_CTRL_WPENDING: return 0;
-    case BIO_CTRL_EOF: return c ? (c->eof && c->inlen == 0) : 1;
-    default: return 0;
-  }
-}
-
-static int bio_create (BIO *b) {
-  BIO_set_init(b, 1);
-  return 1;
-}
-
-static void bio_mutex_init (void) {
-  if (uv_mutex_init(&bio_mutex) != 0) abort();
-}
-
-/* Returns the BIO method, creating it on first use; NULL when out of memory. */
-static BIO_METHOD *bio_method_get (void) {
-  BIO_METHOD *m;
-  uv_once(&bio_once, bio_mutex_init);
-  uv_mutex_lock(&bio_mutex);
-  if (bio_method == NULL) {
-    m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "peerlisten libuv stream");
-    if (m != NULL) {
-      BIO_meth_set_write(m, bio_write);
-      BIO_meth_set_read(m, bio_read);
-      BIO_meth_set_ctrl(m, bio_ctrl);
-      BIO_meth_set_create(m, bio_create);
-      bio_method = m;
-    }
-  }
-  m = bio_method;
-  uv_mutex_unlock(&bio_mutex);
-  return m;
-}
-
-void pl_conn_loops (int delta) {
-  uv_once(&bio_once, bio_mutex_init);
-  uv_mutex_lock(&bio_mutex);
-  bio_loops += delta;
-  if (bio_loops <= 0 && bio_method != NULL) {
-    BIO_meth_free(bio_method);
-    bio_method = NULL;
-  }
-  uv_mutex_unlock(&bio_mutex);
-}
 
 /* ---- group bookkeeping ---- */
 
@@ -226,37 +79,26 @@ static void group_unqueue (pl_conn *c) {
 
 /* ---- closing and freeing ---- */
 
-/* Frees c once nothing refers to it any more. */
-static void conn_free_maybe (pl_conn *c) {
+void pl_conn_free_maybe (pl_conn *c) {
   if (c->h != NULL || c->has_ud || c->work_pending || c->pinned) return;
   if (c->ssl) SSL_free(c->ssl);
   pl_tls_release(c->tls);
   free(c->rbuf);
   free(c->wout);
   free(c->tlserr);
+  free(c->dial);
   free(c);
 }
-
-static void flush_try (pl_conn *c);
 
 /* Closes the socket (idempotent): wakes waiters (deferred), leaves the group. */
 static void conn_close_handle (pl_conn *c, int graceful) {
   if (c->h == NULL) return;
-  if (graceful && c->ssl != NULL && c->phase == PH_OPEN && c->werr == 0) {
-    ERR_clear_error();
-    SSL_shutdown(c->ssl);    /* queue close_notify; sent if the socket takes it now */
-    ERR_clear_error();
-    flush_try(c);
-  }
-  if (c->hs_timer) {
-    c->hs_timer->data = NULL;
-    uv_close((uv_handle_t *)c->hs_timer, free_handle);
-    c->hs_timer = NULL;
-  }
+  if (graceful && c->ssl != NULL && c->phase == PH_OPEN && c->werr == 0)
+    pl_ts_shutdown(c);   /* close_notify, sent if the socket takes it now */
+  pl_ts_stop_timer(c);
   pl_waiter_cancel(c->loop, &c->rw);
   pl_waiter_cancel(c->loop, &c->ww);
-  c->h->data = NULL;
-  uv_close((uv_handle_t *)c->h, free_handle);
+  pl_close_handle((uv_handle_t *)c->h);
   c->h = NULL;
   c->reading = 0;
   free(c->rbuf);
@@ -268,7 +110,7 @@ static void conn_close_handle (pl_conn *c, int graceful) {
 
 void pl_conn_discard (pl_conn *c) {
   conn_close_handle(c, 0);
-  conn_free_maybe(c);
+  pl_conn_free_maybe(c);
 }
 
 void pl_group_close_pending (pl_group *g) {
@@ -305,6 +147,8 @@ static void write_cb (uv_write_t *req, int status) {
   wreq *w = (wreq *)req;
   pl_conn *c = (pl_conn *)req->handle->data;
   free(w->data);
+  if (w->ref != LUA_NOREF)
+    luaL_unref(pl_mainthread(req->handle->loop), LUA_REGISTRYINDEX, w->ref);
   free(w);
   if (c == NULL) return;
   c->pending_writes--;
@@ -313,54 +157,84 @@ static void write_cb (uv_write_t *req, int status) {
     pl_wake(c->loop, &c->ww, PL_DONE);   /* last: may run Lua */
 }
 
-/* Hands len bytes at data (malloc'ed, ownership taken) to libuv after trying
-** to write them at once.  Returns 0 or a libuv error. */
-static int send_owned (pl_conn *c, char *data, size_t len) {
+/* Writes what the socket takes now of the first piece; returns the count or
+** a libuv error (UV_EAGAIN: nothing). */
+static int try_write (pl_conn *c, const char *data, size_t len) {
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)(len < BUF_MAX ? len : BUF_MAX));
+  int r = uv_try_write(c->h, &buf, 1);
+  return r == UV_ENOSYS ? UV_EAGAIN : r;
+}
+
+/* Queues len bytes at data as one write request w, in pieces of at most
+** BUF_MAX bytes.  Returns 0 or a libuv error (w untouched then). */
+static int queue_write (pl_conn *c, wreq *w, const char *data, size_t len) {
+  uv_buf_t few[8], *bufs = few;
+  size_t n = (len + BUF_MAX - 1) / BUF_MAX, i;
+  int r, heap = n > sizeof(few) / sizeof(few[0]);
+  memset(few, 0, sizeof(few));
+  if (heap) {
+    bufs = (uv_buf_t *)malloc(n * sizeof(uv_buf_t));
+    if (bufs == NULL) return UV_ENOMEM;
+  }
+  for (i = 0; i < n; i++) {
+    size_t piece = len - i * BUF_MAX < BUF_MAX ? len - i * BUF_MAX : BUF_MAX;
+    bufs[i] = uv_buf_init((char *)data + i * BUF_MAX, (unsigned int)piece);
+  }
+  r = uv_write(&w->req, c->h, bufs, (unsigned int)n, write_cb);   /* copies bufs */
+  if (heap) free(bufs);
+  if (r == 0) c->pending_writes++;
+  return r;
+}
+
+int pl_conn_send_owned (pl_conn *c, char *data, size_t len) {
   size_t off = 0;
-  uv_buf_t buf;
   wreq *w;
   int r;
   if (c->pending_writes == 0) {
-    buf = uv_buf_init(data, (unsigned int)len);
-    r = uv_try_write(c->h, &buf, 1);
+    r = try_write(c, data, len);
     if (r >= 0) off = (size_t)r;
-    else if (r != UV_EAGAIN && r != UV_ENOSYS) { free(data); return r; }
+    else if (r != UV_EAGAIN) { free(data); return r; }
   }
   if (off == len) { free(data); return 0; }
-  if (off > 0) memmove(data, data + off, len - off);
   w = (wreq *)malloc(sizeof(wreq));
   if (w == NULL) { free(data); return UV_ENOMEM; }
   w->data = data;
-  buf = uv_buf_init(data, (unsigned int)(len - off));
-  r = uv_write(&w->req, c->h, &buf, 1, write_cb);
-  if (r < 0) { free(data); free(w); return r; }
-  c->pending_writes++;
-  return 0;
+  w->ref = LUA_NOREF;
+  r = queue_write(c, w, data + off, len - off);
+  if (r < 0) { free(data); free(w); }
+  return r;
 }
 
-/* Sends the TLS output buffer. */
-static int flush_out (pl_conn *c) {
-  char *data = c->wout;
-  size_t len = c->woutlen;
-  if (len == 0 || c->h == NULL) return 0;
-  c->wout = NULL;
-  c->woutlen = c->woutcap = 0;
-  return send_owned(c, data, len);
-}
-
-/* Best effort: write what the socket takes now, drop the rest (alerts,
-** close_notify right before closing). */
-static void flush_try (pl_conn *c) {
-  if (c->woutlen > 0 && c->h != NULL && c->pending_writes == 0) {
-    uv_buf_t buf = uv_buf_init(c->wout, (unsigned int)c->woutlen);
-    (void)uv_try_write(c->h, &buf, 1);
+/* Writes the Lua string at index idx (len bytes at data): what the socket
+** does not take now is queued without a copy, the string anchored.  Returns
+** 0 or a libuv error. */
+static int send_lua (lua_State *L, pl_conn *c, int idx, const char *data, size_t len) {
+  size_t off = 0;
+  wreq *w;
+  int r;
+  if (c->pending_writes == 0) {
+    r = try_write(c, data, len);
+    if (r >= 0) off = (size_t)r;
+    else if (r != UV_EAGAIN) return r;
   }
-  c->woutlen = 0;
+  if (off == len) return 0;
+  w = (wreq *)malloc(sizeof(wreq));
+  if (w == NULL) return UV_ENOMEM;
+  w->data = NULL;
+  lua_pushvalue(L, idx);
+  w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  r = queue_write(c, w, data + off, len - off);
+  if (r < 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+    free(w);
+    c->werr = r;   /* part of the data may have gone out */
+  }
+  return r;
 }
 
 /* ---- reading ---- */
 
-static int rbuf_reserve (pl_conn *c, size_t extra) {
+int pl_conn_rbuf_reserve (pl_conn *c, size_t extra) {
   if (c->roff == c->rlen) c->roff = c->rlen = 0;
   if (c->rcap - c->rlen < extra) {
     size_t cap = c->rlen + extra;
@@ -380,42 +254,12 @@ static int rbuf_reserve (pl_conn *c, size_t extra) {
   return 0;
 }
 
-static void rbuf_trim (pl_conn *c) {
+void pl_conn_rbuf_trim (pl_conn *c) {
   if (c->roff == c->rlen) {   /* idle connections keep no buffer */
     free(c->rbuf);
     c->rbuf = NULL;
     c->roff = c->rlen = c->rcap = 0;
   }
-}
-
-/* Decrypts everything the BIO holds into rbuf. */
-static void tls_pump (pl_conn *c) {
-  for (;;) {
-    int n, e;
-    /* nothing new to decrypt: an SSL_read now would only set up (and free
-    ** again) a 16 KB record buffer to learn it must wait */
-    if (c->inlen == 0 && !SSL_has_pending(c->ssl)) break;
-    if (rbuf_reserve(c, TLS_CHUNK) != 0) { c->rerr = UV_ENOMEM; break; }
-    ERR_clear_error();
-    n = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(c->rcap - c->rlen));
-    if (n > 0) { c->rlen += (size_t)n; continue; }
-    e = SSL_get_error(c->ssl, n);
-    if (e == SSL_ERROR_WANT_READ) break;
-    if (e == SSL_ERROR_ZERO_RETURN) { c->eof = 1; break; }
-    if (c->eof) break;   /* EOF without close_notify: a plain EOF */
-    if (c->tlserr == NULL) c->tlserr = (char *)malloc(TLSERR_LEN);
-    if (c->tlserr != NULL) {
-      pl_ssl_errstr(c->tlserr, TLSERR_LEN);
-      if (c->tlserr[0] == '\0') snprintf(c->tlserr, TLSERR_LEN, "TLS error");
-    }
-    c->rerr = UV_EPROTO;
-    break;
-  }
-  c->inlen = 0;
-  c->in = NULL;
-  rbuf_trim(c);
-  ERR_clear_error();
-  if (flush_out(c) != 0 && c->rerr == 0) c->rerr = UV_EPIPE;
 }
 
 static void alloc_cb (uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -425,9 +269,6 @@ static void alloc_cb (uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   buf->len = len;
 }
 
-static void hs_input (pl_conn *c);
-static void hs_reject (pl_conn *c, const char *reason, const char *msg, int handshake);
-
 static void read_cb (uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   pl_conn *c = (pl_conn *)s->data;
   if (c == NULL || nread == 0) return;
@@ -435,31 +276,22 @@ static void read_cb (uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (nread == UV_EOF) c->eof = 1; else c->rerr = (int)nread;
     uv_read_stop(s);
     c->reading = 0;
-    if (c->phase == PH_HANDSHAKE) {
-      char msg[256];
-      const char *reason;
-      if (c->eof) reason = pl_tls_handshake_failure(c->ssl, SSL_ERROR_SYSCALL, msg, sizeof(msg));
-      else {
-        snprintf(msg, sizeof(msg), "read: %s", uv_strerror(c->rerr));
-        reason = "handshake";
-      }
-      hs_reject(c, reason, msg, 1);
-      return;
-    }
+    if (c->phase == PH_HANDSHAKE) { pl_ts_input_end(c); return; }
     if (c->phase == PH_CHECKING) return;   /* seen when the check finishes */
-    if (c->ssl != NULL && c->eof) tls_pump(c);
+    if (c->ssl != NULL && c->eof) pl_ts_pump(c);
     pl_wake(c->loop, &c->rw, PL_DONE);
     return;
   }
   if (c->ssl != NULL) {
-    c->in = buf->base;
-    c->inlen = (size_t)nread;
-    if (c->phase == PH_HANDSHAKE) { hs_input(c); return; }
-    tls_pump(c);
+    if (c->phase == PH_HANDSHAKE) {   /* c may be gone afterwards */
+      pl_ts_input(c, buf->base, (size_t)nread);
+      return;
+    }
+    pl_ts_input(c, buf->base, (size_t)nread);
     if (c->phase != PH_OPEN) return;
   }
   else {
-    if (rbuf_reserve(c, (size_t)nread) != 0) c->rerr = UV_ENOMEM;
+    if (pl_conn_rbuf_reserve(c, (size_t)nread) != 0) c->rerr = UV_ENOMEM;
     else {
       memcpy(c->rbuf + c->rlen, buf->base, (size_t)nread);
       c->rlen += (size_t)nread;
@@ -475,202 +307,70 @@ static void read_cb (uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     pl_wake(c->loop, &c->rw, PL_DONE);   /* last: may run Lua */
 }
 
-/* ---- TLS handshake ---- */
-
-static void group_incr_rejected (lua_State *L, pl_group *g, const char *reason) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, g->rejected_ref);
-  if (lua_istable(L, -1)) {
-    lua_Integer n;
-    lua_getfield(L, -1, reason);
-    n = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    lua_pushinteger(L, n + 1);
-    lua_setfield(L, -2, reason);
-  }
-  lua_pop(L, 1);
+int pl_conn_read_start (pl_conn *c) {
+  int r;
+  if (c->reading) return 0;
+  r = uv_read_start(c->h, alloc_cb, read_cb);
+  if (r == 0) c->reading = 1;
+  return r;
 }
 
-/* Routes the policy's pending warnings to the group's logger. */
-static void route_pending_logs (lua_State *L, pl_group *g, pl_tls *t) {
-  int i, n;
-  pl_tls_push_pending_logs(L, t);
-  if (!lua_istable(L, -1)) { lua_pop(L, 1); return; }
-  n = (int)luaL_len(L, -1);
-  for (i = 1; i <= n; i++) {
-    const char *level, *msg;
-    lua_rawgeti(L, -1, i);                    /* logs e */
-    lua_getfield(L, -1, "level");
-    lua_getfield(L, -2, "msg");
-    level = lua_tostring(L, -2);
-    msg = lua_tostring(L, -1);
-    lua_pushnil(L);                           /* e's other keys are the fields */
-    lua_setfield(L, -4, "level");
-    lua_pushnil(L);
-    lua_setfield(L, -4, "msg");
-    lua_pushvalue(L, -3);                     /* logs e level msg e */
-    pl_log(L, g ? g->logger_ref : LUA_NOREF, level ? level : "warn", msg ? msg : "");
-    lua_pop(L, 3);
-  }
-  lua_pop(L, 1);
-}
+/* ---- the end of a TLS handshake ---- */
 
-/* Logs etcd's "rejected connection" warning, counts it, closes c. */
-static void hs_reject (pl_conn *c, const char *reason, const char *msg, int handshake) {
+/* Tells the listener why c was refused, then closes c. */
+static void conn_reject (pl_conn *c, const char *reason, const char *msg, int handshake) {
   pl_group *g = c->g;
-  lua_State *L = pl_mainthread(c->loop);
-  flush_try(c);   /* alerts */
-  if (g != NULL) {
-    const char *sni = c->ssl ? SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name) : NULL;
-    pl_tls *t = c->tls;
-    if (handshake) g->handshake_failures++;
-    lua_checkstack(L, 8);
-    group_incr_rejected(L, g, reason);
-    lua_createtable(L, 0, 7);
-    if (c->is_unix) lua_pushstring(L, "@");
-    else if (strchr(peer_name(c), ':')) lua_pushfstring(L, "[%s]:%d", c->peer, c->peer_port);
-    else lua_pushfstring(L, "%s:%d", c->peer, c->peer_port);
-    lua_setfield(L, -2, "remote-addr");
-    lua_pushstring(L, sni ? sni : "");
-    lua_setfield(L, -2, "server-name");
-    if (c->ssl != NULL) {
-      pl_tls_push_peer_names(L, c->ssl);
-      lua_setfield(L, -3, "dns-names");
-      lua_setfield(L, -2, "ip-addresses");
-    }
-    lua_pushstring(L, msg);
-    lua_setfield(L, -2, "error");
-    lua_pushstring(L, reason);
-    lua_setfield(L, -2, "reason");
-    /* the listener stays anchored while c is handshaking; c is pinned */
-    c->pinned = 1;
-    pl_log(L, g->logger_ref, "warn", "rejected connection");
-    if (c->g != NULL) route_pending_logs(L, c->g, t);
+  pl_ts_flush_try(c);   /* alerts */
+  if (g != NULL && g->on_reject != NULL) {
+    c->pinned = 1;   /* the listener's logger runs Lua */
+    g->on_reject(g, c, reason, msg, handshake);
     c->pinned = 0;
   }
   pl_conn_discard(c);
 }
 
-static void hs_timeout_cb (uv_timer_t *t) {
-  pl_conn *c = (pl_conn *)t->data;
-  char msg[256];
-  if (c == NULL) return;
-  if (c->is_unix)
-    snprintf(msg, sizeof(msg), "read unix %s->@: i/o timeout", c->g ? c->g->local : "");
-  else
-    snprintf(msg, sizeof(msg), strchr(peer_name(c), ':') ? "read tcp %s->[%s]:%d: i/o timeout"
-                                                    : "read tcp %s->%s:%d: i/o timeout",
-             c->g ? c->g->local : "", c->peer, c->peer_port);
-  hs_reject(c, "timeout", msg, 1);
-}
-
 /* All checks passed: hand c to the listener. */
-static void hs_accept (pl_conn *c) {
+static void conn_verified (pl_conn *c) {
   pl_group *g = c->g;
-  pl_tls *t = c->tls;
-  lua_State *L = pl_mainthread(c->loop);
-  if (c->hs_timer) {
-    c->hs_timer->data = NULL;
-    uv_close((uv_handle_t *)c->hs_timer, free_handle);
-    c->hs_timer = NULL;
-  }
+  pl_ts_stop_timer(c);
   if (c->reading) { uv_read_stop(c->h); c->reading = 0; }
   if (g == NULL) { pl_conn_discard(c); return; }
   SSL_free_buffers(c->ssl);   /* an idle connection keeps no record buffers */
-  c->pinned = 1;   /* while Lua runs the loggers */
-  route_pending_logs(L, g, t);
-  c->pinned = 0;
+  if (g->on_verified != NULL) {
+    c->pinned = 1;
+    g->on_verified(g, c);
+    c->pinned = 0;
+  }
   if (c->g == NULL || c->h == NULL) { pl_conn_discard(c); return; }
   g->handshaking--;
   c->phase = PH_OPEN;
-  g->accepted++;
   if (g->on_change) g->on_change(g);
   g->on_ready(g, c);   /* last */
 }
 
-static void check_work (uv_work_t *req) {
-  checkwork *w = (checkwork *)req->data;
-  w->reason = pl_tls_post_check(w->c->tls, w->c->ssl, w->ip[0] ? w->ip : NULL,
-                                w->msg, sizeof(w->msg));
+void pl_conn_hs_end (pl_conn *c, const char *reason, const char *msg, int handshake) {
+  if (c->dial != NULL) pl_dial_hs_end(c, reason, msg);
+  else if (reason != NULL) conn_reject(c, reason, msg, handshake);
+  else conn_verified(c);
 }
 
-static void check_after (uv_work_t *req, int status) {
-  checkwork *w = (checkwork *)req->data;
-  pl_conn *c = w->c;
-  const char *reason = w->reason;
-  char msg[512];
-  memcpy(msg, w->msg, sizeof(msg));
-  free(w);
-  c->work_pending = 0;
-  if (c->h == NULL || status == UV_ECANCELED) {
-    pl_conn_discard(c);
-    return;
-  }
-  if (reason != NULL) hs_reject(c, reason, msg, 0);
-  else hs_accept(c);
-}
-
-/* The handshake completed: run the post-handshake checks. */
-static void hs_done (pl_conn *c) {
-  const char *ip = c->is_unix ? NULL : peer_name(c);
-  tls_pump(c);   /* early application data stays buffered */
-  c->phase = PH_CHECKING;
-  if (pl_tls_post_check_may_block(c->tls, c->ssl, ip)) {
-    checkwork *w = (checkwork *)malloc(sizeof(checkwork));
-    if (w != NULL) {
-      w->req.data = w;
-      w->c = c;
-      w->reason = NULL;
-      w->msg[0] = '\0';
-      snprintf(w->ip, sizeof(w->ip), "%s", ip ? ip : "");
-      if (uv_queue_work(c->loop, &w->req, check_work, check_after) == 0) {
-        c->work_pending = 1;
-        if (c->reading) { uv_read_stop(c->h); c->reading = 0; }
-        return;
-      }
-      free(w);
-    }
-  }
-  {
-    char msg[512];
-    const char *reason;
-    msg[0] = '\0';
-    reason = pl_tls_post_check(c->tls, c->ssl, ip, msg, sizeof(msg));
-    if (reason != NULL) hs_reject(c, reason, msg, 0);
-    else hs_accept(c);
-  }
-}
-
-static void hs_input (pl_conn *c) {
-  int r, e;
-  ERR_clear_error();
-  r = SSL_do_handshake(c->ssl);
-  if (r == 1) {
-    if (flush_out(c) != 0) { hs_reject(c, "handshake", "write: broken pipe", 1); return; }
-    hs_done(c);
-    return;
-  }
-  e = SSL_get_error(c->ssl, r);
-  if (e == SSL_ERROR_WANT_READ) {
-    c->in = NULL;
-    c->inlen = 0;
-    if (flush_out(c) != 0) hs_reject(c, "handshake", "write: broken pipe", 1);
-    return;
-  }
-  {
-    char msg[256];
-    const char *reason = pl_tls_handshake_failure(c->ssl, e, msg, sizeof(msg));
-    ERR_clear_error();
-    c->in = NULL;
-    c->inlen = 0;
-    hs_reject(c, reason, msg, 1);
-  }
+void pl_conn_hs_timeout (pl_conn *c) {
+  char msg[256];
+  const char *local = c->g ? c->g->local : "";
+  if (c->is_unix)
+    snprintf(msg, sizeof(msg), "read unix %s->@: i/o timeout", local);
+  else
+    snprintf(msg, sizeof(msg), strchr(pl_conn_peer_name(c), ':')
+             ? "read tcp %s->[%s]:%d: i/o timeout" : "read tcp %s->%s:%d: i/o timeout",
+             local, c->peer, c->peer_port);
+  conn_reject(c, "timeout", msg, 1);
 }
 
 /* ---- starting a connection ---- */
 
 /* The remote IP as text: formatted from the raw address on first use (most
 ** plain connections never ask). */
-static const char *peer_name (pl_conn *c) {
+const char *pl_conn_peer_name (pl_conn *c) {
   if (c->peer_raw) {
     struct sockaddr_in6 sa;   /* large enough for either family */
     c->peer_raw = 0;
@@ -685,40 +385,60 @@ static const char *peer_name (pl_conn *c) {
   return c->peer;
 }
 
-void pl_conn_start (pl_group *g, uv_stream_t *h) {
+void pl_conn_remote (pl_conn *c, char *buf, size_t len) {
+  if (c->is_unix) snprintf(buf, len, "@");
+  else if (strchr(pl_conn_peer_name(c), ':')) snprintf(buf, len, "[%s]:%d", c->peer, c->peer_port);
+  else snprintf(buf, len, "%s:%d", c->peer, c->peer_port);
+}
+
+SSL *pl_conn_ssl (pl_conn *c) {
+  return c->ssl;
+}
+
+pl_conn *pl_conn_new (uv_stream_t *h, int is_unix) {
   pl_conn *c = (pl_conn *)calloc(1, sizeof(pl_conn));
-  if (c == NULL) {
-    h->data = NULL;
-    uv_close((uv_handle_t *)h, free_handle);
-    return;
-  }
+  if (c == NULL) return NULL;
   c->h = h;
   h->data = c;
   c->loop = h->loop;
-  c->is_unix = g->is_unix;
-  c->rto = g->read_timeout;
-  c->wto = g->write_timeout;
+  c->is_unix = (unsigned char)(is_unix != 0);
   c->phase = PH_OPEN;
   pl_waiter_init(&c->rw);
   pl_waiter_init(&c->ww);
   if (c->is_unix) { c->peer[0] = '@'; c->peer[1] = '\0'; }
-  else {
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername((uv_tcp_t *)h, (struct sockaddr *)&ss, &len) == 0) {
-      if (ss.ss_family == AF_INET6) {
-        c->peer_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        memcpy(c->peer, &ss, sizeof(struct sockaddr_in6));
-        c->peer_raw = 1;
-      }
-      else if (ss.ss_family == AF_INET) {
-        c->peer_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        memcpy(c->peer, &ss, sizeof(struct sockaddr_in));
-        c->peer_raw = 1;
-      }
-    }
-    if (g->tls != NULL) peer_name(c);   /* the handshake checks and logs use it */
+  return c;
+}
+
+void pl_conn_set_peer (pl_conn *c) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  if (c->is_unix || uv_tcp_getpeername((uv_tcp_t *)c->h, (struct sockaddr *)&ss, &len) != 0)
+    return;
+  if (ss.ss_family == AF_INET6) {
+    c->peer_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    memcpy(c->peer, &ss, sizeof(struct sockaddr_in6));
+    c->peer_raw = 1;
   }
+  else if (ss.ss_family == AF_INET) {
+    c->peer_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    memcpy(c->peer, &ss, sizeof(struct sockaddr_in));
+    c->peer_raw = 1;
+  }
+}
+
+void pl_conn_start (pl_group *g, uv_stream_t *h) {
+  pl_conn *c = pl_conn_new(h, g->is_unix);
+  char err[256];
+  const char *e;
+  SSL *ssl;
+  if (c == NULL) {
+    pl_close_handle((uv_handle_t *)h);
+    return;
+  }
+  c->rto = g->read_timeout;
+  c->wto = g->write_timeout;
+  pl_conn_set_peer(c);
+  if (g->tls != NULL && !c->is_unix) pl_conn_peer_name(c);   /* the checks and logs use it */
   /* link into the group */
   c->g = g;
   c->next = g->head;
@@ -726,54 +446,30 @@ void pl_conn_start (pl_group *g, uv_stream_t *h) {
   g->head = c;
   g->active++;
   if (g->tls == NULL) {
-    g->accepted++;
     g->on_ready(g, c);
     return;
   }
   /* TLS: handshake on the loop under one deadline */
-  {
-    char err[256];
-    BIO *bio;
-    c->phase = PH_HANDSHAKE;
-    c->tls = pl_tls_retain(g->tls);
-    g->handshaking++;
-    if (g->on_change) g->on_change(g);
-    err[0] = '\0';
-    c->ssl = pl_tls_new_ssl(c->tls, err, sizeof(err));
-    if (c->ssl == NULL) {
-      g->handshaking--;   /* counted again by group_unlink otherwise */
-      c->phase = PH_OPEN;
-      hs_reject(c, "handshake", err[0] ? err : "cannot create TLS session", 1);
-      return;
-    }
-    {
-      BIO_METHOD *m = bio_method_get();
-      bio = m ? BIO_new(m) : NULL;
-    }
-    if (bio == NULL) {
-      hs_reject(c, "handshake", "cannot create TLS BIO", 1);
-      return;
-    }
-    BIO_set_data(bio, c);
-    SSL_set_bio(c->ssl, bio, bio);
-    SSL_set_accept_state(c->ssl);
-    c->hs_timer = (uv_timer_t *)malloc(sizeof(uv_timer_t));
-    if (c->hs_timer != NULL) {
-      uv_timer_init(c->loop, c->hs_timer);
-      uv_update_time(c->loop);
-      c->hs_timer->data = c;
-      uv_timer_start(c->hs_timer, hs_timeout_cb,
-                     (uint64_t)(pl_tls_handshake_timeout(c->tls) * 1000.0 + 0.5), 0);
-    }
-    if (uv_read_start(h, alloc_cb, read_cb) == 0) c->reading = 1;
-    else hs_reject(c, "handshake", "read: cannot start reading", 1);
+  c->phase = PH_HANDSHAKE;
+  c->tls = pl_tls_retain(g->tls);
+  g->handshaking++;
+  if (g->on_change) g->on_change(g);
+  err[0] = '\0';
+  ssl = pl_tls_new_ssl(c->tls, err, sizeof(err));
+  if (ssl == NULL) {
+    g->handshaking--;   /* counted again by group_unlink otherwise */
+    c->phase = PH_OPEN;
+    conn_reject(c, "handshake", err[0] ? err : "cannot create TLS session", 1);
+    return;
   }
+  e = pl_ts_start(c, ssl, 0, pl_tls_handshake_timeout(c->tls));
+  if (e != NULL) conn_reject(c, "handshake", e, 1);
 }
 
 /* ---- the Conn userdata ---- */
 
 /***
-An accepted connection, plain or TLS.
+A connection, accepted (`listener:accept`) or dialled (`core.dial`), plain or TLS.
 @type peerlisten.Conn
 */
 
@@ -800,12 +496,24 @@ static pl_conn *conn_checkopen (lua_State *L, int idx) {
 }
 
 void pl_conn_push (lua_State *L, pl_conn *c) {
+  pl_conn_attach(pl_conn_push_empty(L), c);
+}
+
+void *pl_conn_push_empty (lua_State *L) {
   conn_ud *u = (conn_ud *)lua_newuserdatauv(L, sizeof(conn_ud), 0);
   u->c = NULL;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &conn_mt_key);
   lua_setmetatable(L, -2);
-  u->c = c;
+  return u;
+}
+
+void pl_conn_attach (void *ud, pl_conn *c) {
+  ((conn_ud *)ud)->c = c;
   c->has_ud = 1;
+}
+
+pl_conn *pl_conn_of (void *ud) {
+  return ((conn_ud *)ud)->c;
 }
 
 /* The one release path: closes once, returns 1; 0 if already closed. */
@@ -827,6 +535,10 @@ static int conn_release (lua_State *L, conn_ud *u) {
   return 1;
 }
 
+void pl_conn_close_ud (void *ud) {
+  conn_release(NULL, (conn_ud *)ud);
+}
+
 static int conn__gc (lua_State *L) {
   conn_ud *u = conn_check(L, 1);
   pl_conn *c = u->c;
@@ -834,7 +546,7 @@ static int conn__gc (lua_State *L) {
   if (c != NULL) {
     u->c = NULL;
     c->has_ud = 0;
-    conn_free_maybe(c);
+    pl_conn_free_maybe(c);
   }
   return 0;
 }
@@ -864,7 +576,7 @@ static int read_deliver (lua_State *L, pl_conn *c, size_t max) {
     if (n > max) n = max;
     lua_pushlstring(L, c->rbuf + c->roff, n);
     c->roff += n;
-    rbuf_trim(c);
+    pl_conn_rbuf_trim(c);
     return 1;
   }
   if (c->rerr != 0) {
@@ -959,37 +671,17 @@ static int conn_write (lua_State *L) {
   if (c->h == NULL) return pl_fail(L, "ECLOSED", "use of closed network connection");
   if (c->werr != 0) return pl_uverror(L, "write", c->werr);
   if (len == 0) { lua_pushboolean(L, 1); return 1; }
+  /* raise now, not after the data went out: a caller that retries after
+  ** the error would send it twice */
+  pl_wait_check(L, &c->ww);
   if (c->ssl != NULL) {
-    size_t off = 0;
-    while (off < len) {
-      int chunk = len - off > (1u << 30) ? (1 << 30) : (int)(len - off);
-      int n;
-      ERR_clear_error();
-      n = SSL_write(c->ssl, data + off, chunk);
-      if (n <= 0) {
-        char msg[128];
-        pl_ssl_errstr(msg, sizeof(msg));
-        c->woutlen = 0;
-        return pl_fail(L, "EPROTO", "write: %s", msg[0] ? msg : "TLS error");
-      }
-      off += (size_t)n;
-    }
-    r = flush_out(c);
+    char msg[128];
+    r = pl_ts_write(c, data, len, msg, sizeof(msg));
+    if (r == -1) return pl_fail(L, "EPROTO", "write: %s", msg);
   }
   else {
-    size_t off = 0;
-    char *copy;
-    if (c->pending_writes == 0) {
-      uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)len);
-      r = uv_try_write(c->h, &buf, 1);
-      if (r >= 0) off = (size_t)r;
-      else if (r != UV_EAGAIN) return pl_uverror(L, "write", r);
-    }
-    if (off == len) { lua_pushboolean(L, 1); return 1; }
-    copy = (char *)malloc(len - off);
-    if (copy == NULL) return pl_fail(L, "ENOMEM", "write: not enough memory");
-    memcpy(copy, data + off, len - off);
-    r = send_owned(c, copy, len - off);
+    r = send_lua(L, c, 2, data, len);
+    if (r != 0) return pl_uverror(L, "write", r);
   }
   if (r != 0) {
     c->werr = r;
@@ -1008,7 +700,7 @@ static int conn_write (lua_State *L) {
 */
 static int conn_peer (lua_State *L) {
   pl_conn *c = conn_checkopen(L, 1);
-  lua_pushstring(L, peer_name(c));
+  lua_pushstring(L, pl_conn_peer_name(c));
   if (c->is_unix) return 1;
   lua_pushinteger(L, c->peer_port);
   return 2;
@@ -1034,7 +726,7 @@ static int conn__tostring (lua_State *L) {
   else if (c->is_unix)
     lua_pushfstring(L, "peerlisten.Conn (%s @)", c->ssl ? "unixs" : "unix");
   else
-    lua_pushfstring(L, strchr(peer_name(c), ':') ? "peerlisten.Conn (%s [%s]:%d)"
+    lua_pushfstring(L, strchr(pl_conn_peer_name(c), ':') ? "peerlisten.Conn (%s [%s]:%d)"
                                             : "peerlisten.Conn (%s %s:%d)",
                     c->ssl ? "tls" : "tcp", c->peer, c->peer_port);
   return 1;

@@ -1,7 +1,7 @@
 /*
 ** core.c: luaopen_peerlisten_core, the per-state libuv loop, run/step/spawn/
 ** stop/sleep, the log hook and the wait/wake plumbing every blocking call
-** uses.  Owned by the core helper.
+** uses.
 */
 #include <signal.h>
 #include <stdlib.h>
@@ -57,8 +57,14 @@ char *pl_readbuf (uv_loop_t *loop, size_t *len) {
   return lp->readbuf;
 }
 
-static void free_handle (uv_handle_t *h) {
+void pl_free_handle (uv_handle_t *h) {
   free(h);
+}
+
+void pl_close_handle (uv_handle_t *h) {
+  if (h == NULL) return;
+  h->data = NULL;
+  uv_close(h, pl_free_handle);
 }
 
 /* Seconds to a libuv timeout in ms.  Converting a double beyond uint64_t's
@@ -167,8 +173,7 @@ static void resume_later_cb (uv_timer_t *t) {
   co = r->co;
   ref = r->ref;
   if (r->donep != NULL) *r->donep = 1;
-  t->data = NULL;
-  uv_close((uv_handle_t *)t, free_handle);
+  pl_close_handle((uv_handle_t *)t);
   if (co != NULL) pl_resume(lp, co, ref, 0);
 }
 
@@ -324,11 +329,8 @@ void pl_wake_later (uv_loop_t *loop, pl_waiter *w, int state) {
 
 void pl_waiter_cancel (uv_loop_t *loop, pl_waiter *w) {
   pl_wake_later(loop, w, PL_CLOSED);
-  if (w->timer != NULL) {
-    w->timer->data = NULL;
-    uv_close((uv_handle_t *)w->timer, free_handle);
-    w->timer = NULL;
-  }
+  pl_close_handle((uv_handle_t *)w->timer);
+  w->timer = NULL;
 }
 
 /* ---- Lua functions ---- */
@@ -430,10 +432,7 @@ static int core_sleep (lua_State *L) {
 
 static void walk_close (uv_handle_t *h, void *arg) {
   (void)arg;
-  if (!uv_is_closing(h)) {
-    h->data = NULL;
-    uv_close(h, free_handle);
-  }
+  if (!uv_is_closing(h)) pl_close_handle(h);
 }
 
 static int loop__gc (lua_State *L) {
@@ -515,7 +514,12 @@ int luaopen_peerlisten_core (lua_State *L) {
   pl_open_conn(L);
   pl_open_tlspolicy(L);
   pl_open_cert(L);
+  pl_open_files(L);
   pl_open_signal(L);
+  pl_open_dial(L);
+#ifdef PL_TEST_HOOKS
+  pl_open_test_hooks(L);
+#endif
   lua_pushliteral(L, "scm-1");
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -1,8 +1,8 @@
 /*
 ** listener.c: the peerlisten.Listener userdata: TCP (IPv4/IPv6, host names
 ** resolved like Go's net.Listen) and unix sockets, socket options, accept,
-** serve (one coroutine per connection) and draining close.  Owned by the
-** core helper.
+** serve (one coroutine per connection) and draining close; etcd's log line
+** and the counters for refused TLS connections.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,49 +17,9 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 
-#include "peerlisten.h"
+#include "listener.h"
 
-enum { SCHEME_HTTP, SCHEME_HTTPS, SCHEME_UNIX, SCHEME_UNIXS };
-static const char *const scheme_names[] = {"http", "https", "unix", "unixs", NULL};
-
-/* user values of the listener userdata */
-enum { UV_URL = 1, UV_TLS, UV_HANDLER, UV_COUNT = UV_HANDLER };
-
-/* serve: finished handler coroutines kept for the next connections (saves a
-** lua_newthread, its registration and its collection per connection) */
-#define PARK_MAX 16
-
-typedef struct listener {
-  uv_stream_t *h;          /* uv_tcp_t or uv_pipe_t (malloc'ed); NULL: not listening */
-  uv_loop_t *loop;
-  int scheme;
-  int released;            /* the one release path ran */
-  int serving;
-  int deferred;            /* libuv holds a connection we have not accepted */
-  int accept_err;          /* a libuv error seen by the connection callback */
-  int anchor_ref;          /* registry ref on ourselves while callbacks need Lua */
-  int sockopts;            /* TCP: 1 accepted sockets inherit our options, 0 set
-                           ** them per connection, -1 not checked yet */
-  int npark;               /* finished serve coroutines parked for reuse */
-  int park_ref[PARK_MAX];  /* their registry refs */
-  lua_State *park_co[PARK_MAX];
-  pl_waiter aw;            /* accept */
-  pl_waiter cw;            /* close(timeout) draining */
-  pl_group g;
-  char *path;              /* unix socket file we created (malloc'ed) */
-  dev_t sock_dev;
-  ino_t sock_ino;
-  char host[INET6_ADDRSTRLEN];
-  int port;
-  /* "127.0.0.1:2380", "[::1]:2380" or the socket path (up to 107 bytes) */
-  char local[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
-} listener;
-
-static const char selfs_key = 'W';   /* registry: weak table pointer -> userdata */
-
-static void free_handle (uv_handle_t *h) {
-  free(h);
-}
+const char pl_listener_selfs = 'W';   /* registry: weak table pointer -> userdata */
 
 static listener *listener_check (lua_State *L, int idx) {
   return (listener *)luaL_checkudata(L, idx, PL_LISTENER_MT);
@@ -77,7 +37,7 @@ static void anchor_update (listener *l) {
   lua_State *L = pl_mainthread(l->loop);
   int want = !l->released && (l->serving || l->g.handshaking > 0);
   if (want && l->anchor_ref == LUA_NOREF) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &selfs_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &pl_listener_selfs);
     lua_rawgetp(L, -1, l);
     if (lua_isuserdata(L, -1)) {
       l->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -133,7 +93,7 @@ static int serve_trampoline_k (lua_State *L, int status, lua_KContext ctx) {
     lua_createtable(L, 0, 1);
     lua_insert(L, -2);
     lua_setfield(L, -2, "error");
-    pl_log(L, l->released ? LUA_NOREF : l->g.logger_ref, "error",
+    pl_log(L, l->released ? LUA_NOREF : l->logger_ref, "error",
            "connection handler failed");
   }
   lua_settop(L, 2);
@@ -164,6 +124,7 @@ static int serve_trampoline (lua_State *L) {   /* l conn */
 
 static void group_on_ready (pl_group *g, pl_conn *c) {
   listener *l = (listener *)g->owner;
+  l->accepted++;
   if (l->serving && l->anchor_ref != LUA_NOREF) {
     lua_State *L = pl_mainthread(l->loop);
     if (l->npark > 0) {   /* reuse a parked coroutine */
@@ -187,43 +148,89 @@ static void group_on_ready (pl_group *g, pl_conn *c) {
   pl_wake(l->loop, &l->aw, PL_DONE);   /* last: may run Lua */
 }
 
-/* TCP_NODELAY and keep-alive (30 s idle, probes every 1 s, 10 of them: what
-** uv_tcp_keepalive sets) for accepted sockets.  Linux copies them from the
-** listening socket into every accepted one; set there, they cost no system
-** calls per connection.  The first accepted socket is checked once. */
-#define KA_IDLE 30
-#define KA_INTVL 1
-#define KA_CNT 10
+/* ---- what happens to TLS connections: etcd's log lines and our counters ---- */
 
-static int tcp_sockopts_set (int fd) {
-  int one = 1, idle = KA_IDLE, intvl = KA_INTVL, cnt = KA_CNT;
-  return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 &&
-         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) == 0 &&
-         setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) == 0 &&
-         setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) == 0 &&
-         setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) == 0;
+/* Routes the policy's pending warnings (reload failures, stale CRL) to the
+** listener's logger. */
+static void route_pending_logs (lua_State *L, listener *l) {
+  int i, n;
+  if (l->released || l->g.tls == NULL) return;
+  pl_tls_push_pending_logs(L, l->g.tls);
+  if (!lua_istable(L, -1)) { lua_pop(L, 1); return; }
+  n = (int)luaL_len(L, -1);
+  for (i = 1; i <= n; i++) {
+    const char *level, *msg;
+    lua_rawgeti(L, -1, i);                    /* logs e */
+    lua_getfield(L, -1, "level");
+    lua_getfield(L, -2, "msg");
+    level = lua_tostring(L, -2);
+    msg = lua_tostring(L, -1);
+    lua_pushnil(L);                           /* e's other keys are the fields */
+    lua_setfield(L, -4, "level");
+    lua_pushnil(L);
+    lua_setfield(L, -4, "msg");
+    lua_pushvalue(L, -3);                     /* logs e level msg e */
+    pl_log(L, l->logger_ref, level ? level : "warn", msg ? msg : "");
+    lua_pop(L, 3);
+  }
+  lua_pop(L, 1);
 }
 
-static int tcp_sockopts_inherited (uv_stream_t *c) {
-  uv_os_fd_t fd;
-  int v[4] = {0, 0, 0, 0};
-  socklen_t n = sizeof(int);
-  if (uv_fileno((uv_handle_t *)c, &fd) != 0) return 0;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v[0], &n) != 0 || !v[0]) return 0;
-  n = sizeof(int);
-  if (getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v[1], &n) != 0 || !v[1]) return 0;
-  n = sizeof(int);
-  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v[2], &n) != 0 || v[2] != KA_IDLE) return 0;
-  n = sizeof(int);
-  if (getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v[3], &n) != 0 || v[3] != KA_CNT) return 0;
-  return 1;
+static void count_rejected (lua_State *L, listener *l, const char *reason) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, l->rejected_ref);
+  if (lua_istable(L, -1)) {
+    lua_Integer n;
+    lua_getfield(L, -1, reason);
+    n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushinteger(L, n + 1);
+    lua_setfield(L, -2, reason);
+  }
+  lua_pop(L, 1);
+}
+
+/* Logs etcd's "rejected connection" warning and counts it (the listener
+** stays anchored while c handshakes; conn.c closes c afterwards). */
+static void group_on_reject (pl_group *g, pl_conn *c, const char *reason,
+                             const char *msg, int handshake) {
+  listener *l = (listener *)g->owner;
+  lua_State *L = pl_mainthread(l->loop);
+  SSL *ssl = pl_conn_ssl(c);
+  const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+  char remote[64];
+  if (handshake) l->handshake_failures++;
+  lua_checkstack(L, 8);
+  count_rejected(L, l, reason);
+  lua_createtable(L, 0, 7);
+  pl_conn_remote(c, remote, sizeof(remote));
+  lua_pushstring(L, remote);
+  lua_setfield(L, -2, "remote-addr");
+  lua_pushstring(L, sni ? sni : "");
+  lua_setfield(L, -2, "server-name");
+  if (ssl != NULL) {
+    pl_tls_push_peer_names(L, ssl);
+    lua_setfield(L, -3, "dns-names");
+    lua_setfield(L, -2, "ip-addresses");
+  }
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "error");
+  lua_pushstring(L, reason);
+  lua_setfield(L, -2, "reason");
+  pl_log(L, l->logger_ref, "warn", "rejected connection");
+  route_pending_logs(L, l);
+}
+
+static void group_on_verified (pl_group *g, pl_conn *c) {
+  listener *l = (listener *)g->owner;
+  (void)c;
+  route_pending_logs(pl_mainthread(l->loop), l);
 }
 
 /* Accepts one connection from libuv and starts it. */
 static void do_accept (listener *l) {
   uv_stream_t *c;
   int r;
-  if (l->scheme == SCHEME_UNIX || l->scheme == SCHEME_UNIXS) {
+  if (l->scheme == PL_SCHEME_UNIX || l->scheme == PL_SCHEME_UNIXS) {
     c = (uv_stream_t *)malloc(sizeof(uv_pipe_t));
     if (c == NULL) return;
     uv_pipe_init(l->loop, (uv_pipe_t *)c, 0);
@@ -236,21 +243,21 @@ static void do_accept (listener *l) {
   c->data = NULL;
   r = uv_accept(l->h, c);
   if (r != 0) {
-    uv_close((uv_handle_t *)c, free_handle);
+    pl_close_handle((uv_handle_t *)c);
     return;
   }
-  if ((l->scheme == SCHEME_HTTP || l->scheme == SCHEME_HTTPS) && l->sockopts != 1) {
-    if (l->sockopts == -1 && tcp_sockopts_inherited(c)) l->sockopts = 1;
+  if ((l->scheme == PL_SCHEME_HTTP || l->scheme == PL_SCHEME_HTTPS) && l->sockopts != 1) {
+    if (l->sockopts == -1 && pl_tcp_sockopts_inherited(c)) l->sockopts = 1;
     else {
       l->sockopts = 0;
       uv_tcp_nodelay((uv_tcp_t *)c, 1);
-      uv_tcp_keepalive((uv_tcp_t *)c, 1, KA_IDLE);
+      uv_tcp_keepalive((uv_tcp_t *)c, 1, PL_KEEPALIVE_IDLE);
     }
   }
   pl_conn_start(&l->g, c);
 }
 
-static void connection_cb (uv_stream_t *server, int status) {
+void pl_listener_connection_cb (uv_stream_t *server, int status) {
   listener *l = (listener *)server->data;
   if (l == NULL) return;
   if (status < 0) {
@@ -268,11 +275,8 @@ static void connection_cb (uv_stream_t *server, int status) {
 /* ---- the one release path ---- */
 
 static void remove_our_socket (listener *l) {
-  struct stat st;
   if (l->path == NULL) return;
-  if (lstat(l->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-      st.st_dev == l->sock_dev && st.st_ino == l->sock_ino)
-    unlink(l->path);
+  pl_unix_remove_ours(l->path, l->sock_dev, l->sock_ino);
   free(l->path);
   l->path = NULL;
 }
@@ -280,11 +284,8 @@ static void remove_our_socket (listener *l) {
 /* Stops listening (idempotent): closes the socket, removes our socket file,
 ** ends a pending accept, closes handshakes and queued connections. */
 static void listener_stop (listener *l) {
-  if (l->h != NULL) {
-    l->h->data = NULL;
-    uv_close((uv_handle_t *)l->h, free_handle);
-    l->h = NULL;
-  }
+  pl_close_handle((uv_handle_t *)l->h);
+  l->h = NULL;
   remove_our_socket(l);
   l->serving = 0;
   l->deferred = 0;
@@ -295,15 +296,15 @@ static void listener_stop (listener *l) {
 
 /* Frees everything (idempotent); Lua-held connections are force-closed, or
 ** only detached when the listener is being collected. */
-static int listener_release (lua_State *L, listener *l, int collecting) {
+int pl_listener_release (lua_State *L, listener *l, int collecting) {
   if (l->released) return 0;
   listener_stop(l);
   l->released = 1;
   pl_group_close_all(&l->g, collecting);
   if (l->loop != NULL) pl_waiter_cancel(l->loop, &l->cw);
-  if (l->g.logger_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->g.logger_ref);
-  if (l->g.rejected_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->g.rejected_ref);
-  l->g.logger_ref = l->g.rejected_ref = LUA_NOREF;
+  if (l->logger_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->logger_ref);
+  if (l->rejected_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->rejected_ref);
+  l->logger_ref = l->rejected_ref = LUA_NOREF;
   pl_tls_release(l->g.tls);
   l->g.tls = NULL;
   if (l->anchor_ref != LUA_NOREF) {
@@ -314,12 +315,12 @@ static int listener_release (lua_State *L, listener *l, int collecting) {
 }
 
 static int listener__gc (lua_State *L) {
-  listener_release(L, listener_check(L, 1), 1);
+  pl_listener_release(L, listener_check(L, 1), 1);
   return 0;
 }
 
 static int listener__close (lua_State *L) {
-  listener_release(L, listener_check(L, 1), 0);
+  pl_listener_release(L, listener_check(L, 1), 0);
   return 0;
 }
 
@@ -329,7 +330,7 @@ static int close_k (lua_State *L, int status, lua_KContext ctx) {
   /* a forced close() while another caller drains must not clear that
   ** caller's wait: release wakes it (it would hang forever) */
   if (l->cw.state != PL_WAITING) l->cw.state = PL_IDLE;
-  listener_release(L, l, 0);
+  pl_listener_release(L, l, 0);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -467,7 +468,7 @@ The bound address.
 */
 static int listener_addr (lua_State *L) {
   listener *l = listener_checkopen(L, 1);
-  if (l->scheme == SCHEME_UNIX || l->scheme == SCHEME_UNIXS) {
+  if (l->scheme == PL_SCHEME_UNIX || l->scheme == PL_SCHEME_UNIXS) {
     lua_pushstring(L, l->g.local);
     return 1;
   }
@@ -482,7 +483,7 @@ static int listener_addr (lua_State *L) {
 */
 static int listener_scheme (lua_State *L) {
   listener *l = listener_check(L, 1);
-  lua_pushstring(L, scheme_names[l->scheme]);
+  lua_pushstring(L, pl_scheme_names[l->scheme]);
   return 1;
 }
 
@@ -507,7 +508,7 @@ Counters: `accepted`, `active`, `handshaking`, `queued`,
 static int listener_stats (lua_State *L) {
   listener *l = listener_check(L, 1);
   lua_createtable(L, 0, 6);
-  lua_pushinteger(L, l->g.accepted);
+  lua_pushinteger(L, l->accepted);
   lua_setfield(L, -2, "accepted");
   lua_pushinteger(L, l->g.active);
   lua_setfield(L, -2, "active");
@@ -515,11 +516,11 @@ static int listener_stats (lua_State *L) {
   lua_setfield(L, -2, "handshaking");
   lua_pushinteger(L, l->g.queued);
   lua_setfield(L, -2, "queued");
-  lua_pushinteger(L, l->g.handshake_failures);
+  lua_pushinteger(L, l->handshake_failures);
   lua_setfield(L, -2, "handshake_failures");
   lua_newtable(L);
-  if (l->g.rejected_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, l->g.rejected_ref);
+  if (l->rejected_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->rejected_ref);
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       lua_pushvalue(L, -2);
@@ -545,311 +546,13 @@ static int listener__tostring (lua_State *L) {
   return 1;
 }
 
-/* ---- construction ---- */
-
-static double opt_number (lua_State *L, const char *key, double dflt) {
-  double v;
-  int t = lua_getfield(L, 1, key);
-  if (t == LUA_TNIL) { lua_pop(L, 1); return dflt; }
-  if (t != LUA_TNUMBER) luaL_error(L, "bad option '%s' (number expected, got %s)", key, luaL_typename(L, -1));
-  v = lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  return v;   /* range checked by the caller (a bad value is a fail triple) */
-}
-
-static int opt_bool (lua_State *L, const char *key) {
-  int v, t = lua_getfield(L, 1, key);
-  if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-    luaL_error(L, "bad option '%s' (boolean expected, got %s)", key, luaL_typename(L, -1));
-  v = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-/* A string option (dflt when nil); *embedded_nul is set when it holds a NUL
-** byte, which C would silently cut it at. */
-static const char *opt_string (lua_State *L, const char *key, const char *dflt,
-                               int *embedded_nul) {
-  const char *s;
-  size_t len;
-  int t = lua_getfield(L, 1, key);
-  if (t == LUA_TNIL) { lua_pop(L, 1); return dflt; }
-  if (t != LUA_TSTRING) luaL_error(L, "bad option '%s' (string expected, got %s)", key, luaL_typename(L, -1));
-  s = lua_tolstring(L, -1, &len);
-  if (embedded_nul != NULL && strlen(s) != len) *embedded_nul = 1;
-  lua_pop(L, 1);   /* still referenced by the options table */
-  return s;
-}
-
-/* Formats host:port the way Go prints addresses. */
-static void fmt_hostport (char *out, size_t len, const char *host, int port) {
-  if (strchr(host, ':')) snprintf(out, len, "[%s]:%d", host, port);
-  else snprintf(out, len, "%s:%d", host, port);
-}
-
-/* Binds and listens a TCP socket; fills l.  Returns 0 or pushes a triple (3). */
-static int listen_tcp (lua_State *L, listener *l, const char *host, lua_Integer port,
-                       int reuse_address, int reuse_port, int backlog) {
-  struct sockaddr_storage ss;
-  socklen_t sslen;
-  char want[INET6_ADDRSTRLEN + 16];
-  int fd, one = 1, r, dual = 0, wildcard = 0;
-  uv_tcp_t *h;
-  memset(&ss, 0, sizeof(ss));
-  if (port < 0 || port > 65535) {
-    char p[32];
-    snprintf(p, sizeof(p), "%lld", (long long)port);
-    return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", p);
-  }
-  if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
-    /* Go's "tcp" wildcard: dual-stack [::] when IPv6 works */
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    wildcard = 1;
-    if (probe >= 0) {
-      close(probe);
-      a6->sin6_family = AF_INET6;
-      a6->sin6_addr = in6addr_any;
-      a6->sin6_port = htons((uint16_t)port);
-      dual = 1;
-    }
-    else {
-      struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-      a4->sin_family = AF_INET;
-      a4->sin_addr.s_addr = htonl(INADDR_ANY);
-      a4->sin_port = htons((uint16_t)port);
-    }
-  }
-  else if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0) {
-    /* IPv4 literal */
-  }
-  else if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) == 0) {
-    /* IPv6 literal */
-  }
-  else {   /* a name: the first address, as Go's net.Listen does */
-    struct addrinfo hints, *res = NULL;
-    int e;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    e = getaddrinfo(host, NULL, &hints, &res);
-    if (e != 0 || res == NULL) {
-      if (res) freeaddrinfo(res);
-      return pl_fail(L, e == EAI_NONAME || e == EAI_AGAIN ? "ENOTFOUND" : "EAI",
-                     "listen tcp: lookup %s: %s", host,
-                     e == EAI_NONAME ? "no such host" : gai_strerror(e));
-    }
-    memcpy(&ss, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    if (ss.ss_family == AF_INET) ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
-    else ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
-  }
-  if (ss.ss_family == AF_INET6) {
-    uv_ip6_name((struct sockaddr_in6 *)&ss, l->host, sizeof(l->host));
-    sslen = sizeof(struct sockaddr_in6);
-  }
-  else {
-    uv_ip4_name((struct sockaddr_in *)&ss, l->host, sizeof(l->host));
-    sslen = sizeof(struct sockaddr_in);
-  }
-  /* Go names the address as resolved: a wildcard as written ("0.0.0.0:2380",
-  ** ":2380", "[::]:2380") even though it listens dual-stack on [::] */
-  fmt_hostport(want, sizeof(want), wildcard ? host : l->host, (int)port);
-  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    r = uv_translate_sys_error(errno);
-    return pl_fail(L, uv_err_name(r), "listen tcp %s: socket: %s", want, uv_strerror(r));
-  }
-  /* Go sets SO_REUSEADDR on every listening socket; reuse_address keeps it */
-  (void)reuse_address;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-  if (dual) {
-    int zero = 0;
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-  }
-  l->sockopts = tcp_sockopts_set(fd) ? -1 : 0;
-  if (bind(fd, (struct sockaddr *)&ss, sslen) != 0) {
-    r = uv_translate_sys_error(errno);
-    close(fd);
-    return pl_fail(L, uv_err_name(r), "listen tcp %s: bind: %s", want, uv_strerror(r));
-  }
-  h = (uv_tcp_t *)malloc(sizeof(uv_tcp_t));
-  if (h == NULL) {
-    close(fd);
-    return pl_fail(L, "ENOMEM", "listen tcp %s: not enough memory", want);
-  }
-  uv_tcp_init(l->loop, h);
-  h->data = NULL;
-  r = uv_tcp_open(h, (uv_os_sock_t)fd);
-  if (r != 0) {
-    close(fd);
-    uv_close((uv_handle_t *)h, free_handle);
-    return pl_fail(L, uv_err_name(r), "listen tcp %s: %s", want, uv_strerror(r));
-  }
-  l->h = (uv_stream_t *)h;   /* owned from here: release closes it */
-  r = uv_listen(l->h, backlog, connection_cb);
-  if (r != 0) return pl_fail(L, uv_err_name(r), "listen tcp %s: listen: %s", want, uv_strerror(r));
-  uv_unref((uv_handle_t *)h);
-  {
-    struct sockaddr_storage b;
-    int blen = sizeof(b);
-    if (uv_tcp_getsockname(h, (struct sockaddr *)&b, &blen) == 0) {
-      if (b.ss_family == AF_INET6) {
-        uv_ip6_name((struct sockaddr_in6 *)&b, l->host, sizeof(l->host));
-        l->port = ntohs(((struct sockaddr_in6 *)&b)->sin6_port);
-      }
-      else {
-        uv_ip4_name((struct sockaddr_in *)&b, l->host, sizeof(l->host));
-        l->port = ntohs(((struct sockaddr_in *)&b)->sin_port);
-      }
-    }
-  }
-  fmt_hostport(l->local, sizeof(l->local), l->host, l->port);
-  h->data = l;
-  return 0;
-}
-
-/* Binds and listens a unix socket at path.  Returns 0 or pushes a triple. */
-static int listen_unix (lua_State *L, listener *l, const char *path, int backlog) {
-  struct stat st;
-  struct sockaddr_un sa;
-  uv_pipe_t *h;
-  int r, fd;
-  if (path[0] == '\0')
-    return pl_fail(L, "EINVAL", "listen unix : bind: empty socket path");
-  if (strlen(path) >= sizeof(sa.sun_path))
-    return pl_fail(L, "ENAMETOOLONG", "listen unix %s: bind: socket path longer than %d bytes",
-                   path, (int)sizeof(sa.sun_path) - 1);
-  if (lstat(path, &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return pl_fail(L, "EEXIST", "listen unix %s: bind: file exists and is not a socket "
-                     "(refusing to remove it)", path);
-    else {   /* a socket: live listener, or stale file of a dead one? */
-      int live = 0;
-      fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd >= 0) {
-        memset(&sa, 0, sizeof(sa));
-        sa.sun_family = AF_UNIX;
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno != ECONNREFUSED;
-        close(fd);
-      }
-      if (live)
-        return pl_fail(L, "EADDRINUSE", "listen unix %s: bind: address already in use", path);
-      if (unlink(path) != 0 && errno != ENOENT) {
-        r = uv_translate_sys_error(errno);
-        return pl_fail(L, uv_err_name(r), "remove %s: %s", path, uv_strerror(r));
-      }
-    }
-  }
-  /* our own socket and bind: uv_pipe_bind reports a missing directory
-  ** (ENOENT) as EACCES, "permission denied" */
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    r = uv_translate_sys_error(errno);
-    return pl_fail(L, uv_err_name(r), "listen unix %s: socket: %s", path, uv_strerror(r));
-  }
-  memset(&sa, 0, sizeof(sa));
-  sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, path, strlen(path) + 1);
-  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-    r = uv_translate_sys_error(errno);
-    close(fd);
-    return pl_fail(L, uv_err_name(r), "listen unix %s: bind: %s", path, uv_strerror(r));
-  }
-  /* the file exists from here: remember it so that release removes it */
-  l->path = (char *)malloc(strlen(path) + 1);
-  if (l->path == NULL) {
-    unlink(path);
-    close(fd);
-    return pl_fail(L, "ENOMEM", "listen unix %s: not enough memory", path);
-  }
-  memcpy(l->path, path, strlen(path) + 1);
-  if (lstat(path, &st) == 0) {
-    l->sock_dev = st.st_dev;
-    l->sock_ino = st.st_ino;
-  }
-  h = (uv_pipe_t *)malloc(sizeof(uv_pipe_t));
-  if (h == NULL) {
-    close(fd);
-    return pl_fail(L, "ENOMEM", "listen unix %s: not enough memory", path);
-  }
-  uv_pipe_init(l->loop, h, 0);
-  h->data = NULL;
-  r = uv_pipe_open(h, (uv_file)fd);
-  if (r != 0) {
-    close(fd);
-    uv_close((uv_handle_t *)h, free_handle);
-    return pl_fail(L, uv_err_name(r), "listen unix %s: %s", path, uv_strerror(r));
-  }
-  l->h = (uv_stream_t *)h;   /* owned from here: release closes it */
-  r = uv_listen(l->h, backlog, connection_cb);
-  if (r != 0) return pl_fail(L, uv_err_name(r), "listen unix %s: listen: %s", path, uv_strerror(r));
-  uv_unref((uv_handle_t *)h);
-  snprintf(l->local, sizeof(l->local), "%s", path);
-  h->data = l;
-  return 0;
-}
-
-/* core.listen{ scheme=, host=, port=, path=, url=, tls=, reuse_address=,
-**   reuse_port=, backlog=, read_timeout=, write_timeout=, logger= }
-** -> listener | nil, message, code */
-static int core_listen (lua_State *L) {
-  listener *l;
-  int scheme, backlog, r, reuse_address, reuse_port, nul = 0;
-  double rto, wto, b;
-  const char *url, *host = NULL, *path = NULL;
-  lua_Integer port = 0;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  lua_getfield(L, 1, "scheme");
-  scheme = luaL_checkoption(L, -1, "http", scheme_names);
-  lua_pop(L, 1);
-  reuse_address = opt_bool(L, "reuse_address");
-  reuse_port = opt_bool(L, "reuse_port");
-  /* wrong types raise; bad values of the right type are fail triples */
-  b = opt_number(L, "backlog", 511);
-  rto = opt_number(L, "read_timeout", 5);
-  wto = opt_number(L, "write_timeout", 5);
-  if (!(b >= 1 && b <= 65535) || b != (double)(int)b)
-    return pl_fail(L, "EINVAL", "bad option 'backlog': %f is not an integer in 1..65535", b);
-  backlog = (int)b;
-  if (!(rto >= 0))
-    return pl_fail(L, "EINVAL", "bad option 'read_timeout': %f is not a duration >= 0", rto);
-  if (!(wto >= 0))
-    return pl_fail(L, "EINVAL", "bad option 'write_timeout': %f is not a duration >= 0", wto);
-  if (scheme == SCHEME_UNIX || scheme == SCHEME_UNIXS) {
-    path = opt_string(L, "path", NULL, &nul);
-    if (path == NULL) path = opt_string(L, "host", NULL, &nul);
-    if (path == NULL) return luaL_error(L, "bad option 'path' (string expected, got nil)");
-    if (nul)
-      return pl_fail(L, "EINVAL", "listen unix %s: bind: socket path contains a NUL byte", path);
-  }
-  else {
-    host = opt_string(L, "host", "", &nul);
-    if (nul)
-      return pl_fail(L, "EINVAL", "listen tcp: address %s: host contains a NUL byte", host);
-    if (lua_getfield(L, 1, "port") != LUA_TNIL) {
-      int isnum;
-      if (!lua_isnumber(L, -1) && !lua_isstring(L, -1))
-        return luaL_error(L, "bad option 'port' (number expected, got %s)", luaL_typename(L, -1));
-      port = lua_tointegerx(L, -1, &isnum);
-      if (!isnum) {
-        const char *ps = lua_tostring(L, -1);
-        lua_pop(L, 1);
-        return pl_fail(L, "EINVAL", "listen tcp: address %s: invalid port", ps);
-      }
-    }
-    lua_pop(L, 1);
-  }
-  /* the object exists, all-NULL, before anything is acquired */
-  l = (listener *)lua_newuserdatauv(L, sizeof(listener), UV_COUNT);   /* opts l */
+/* A new listener userdata, all-NULL, before anything is acquired. */
+listener *pl_listener_new (lua_State *L, int scheme, double rto, double wto) {
+  listener *l = (listener *)lua_newuserdatauv(L, sizeof(listener), UV_COUNT);
   memset(l, 0, sizeof(*l));
   l->anchor_ref = LUA_NOREF;
-  l->g.logger_ref = LUA_NOREF;
-  l->g.rejected_ref = LUA_NOREF;
-  l->released = 0;
+  l->logger_ref = LUA_NOREF;
+  l->rejected_ref = LUA_NOREF;
   pl_waiter_init(&l->aw);
   pl_waiter_init(&l->cw);
   luaL_setmetatable(L, PL_LISTENER_MT);
@@ -859,54 +562,12 @@ static int core_listen (lua_State *L) {
   l->g.read_timeout = rto;
   l->g.write_timeout = wto;
   l->g.local = l->local;
-  l->g.is_unix = (scheme == SCHEME_UNIX || scheme == SCHEME_UNIXS);
+  l->g.is_unix = (scheme == PL_SCHEME_UNIX || scheme == PL_SCHEME_UNIXS);
   l->g.on_ready = group_on_ready;
   l->g.on_change = group_on_change;
-  /* options that hold Lua values */
-  if (lua_getfield(L, 1, "logger") != LUA_TNIL) {
-    if (lua_istable(L, -1) && luaL_getmetafield(L, -1, "__index") != LUA_TNIL) {
-      lua_pop(L, 1);   /* a logger object: use logger:hook() */
-      lua_getfield(L, -1, "hook");
-      lua_insert(L, -2);
-      lua_call(L, 1, 1);
-    }
-    if (!lua_isfunction(L, -1))
-      return luaL_error(L, "bad option 'logger' (function expected, got %s)", luaL_typename(L, -1));
-    l->g.logger_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  else lua_pop(L, 1);
-  if (lua_getfield(L, 1, "tls") != LUA_TNIL && (scheme == SCHEME_HTTPS || scheme == SCHEME_UNIXS)) {
-    l->g.tls = pl_tls_retain(pl_tls_check(L, -1));
-    lua_setiuservalue(L, 2, UV_TLS);
-  }
-  else lua_pop(L, 1);
-  lua_newtable(L);
-  l->g.rejected_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  /* weak self entry, for anchoring from callbacks */
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &selfs_key);
-  lua_pushvalue(L, 2);
-  lua_rawsetp(L, -2, l);
-  lua_pop(L, 1);
-  if (l->g.is_unix) r = listen_unix(L, l, path, backlog);
-  else r = listen_tcp(L, l, host, port, reuse_address, reuse_port, backlog);
-  if (r != 0) {
-    listener_release(L, l, 0);
-    return r;
-  }
-  url = opt_string(L, "url", NULL, NULL);
-  if (url != NULL) lua_pushstring(L, url);
-  else if (l->g.is_unix) lua_pushfstring(L, "%s://%s", scheme_names[scheme], l->local);
-  else lua_pushfstring(L, "%s://%s", scheme_names[scheme], l->local);
-  lua_setiuservalue(L, 2, UV_URL);
-  if ((scheme == SCHEME_HTTPS || scheme == SCHEME_UNIXS) &&
-      (l->g.tls == NULL || !pl_tls_has_cert(l->g.tls))) {
-    char where[sizeof(l->local)];
-    snprintf(where, sizeof(where), "%s", l->local);
-    listener_release(L, l, 0);
-    return pl_fail(L, "ETLSCONFIG",
-                   "cannot listen on TLS for %s: KeyFile and CertFile are not presented", where);
-  }
-  return 1;
+  l->g.on_reject = group_on_reject;
+  l->g.on_verified = group_on_verified;
+  return l;
 }
 
 static const luaL_Reg listener_methods[] = {
@@ -941,8 +602,8 @@ int pl_open_listener (lua_State *L) {
   lua_pushliteral(L, "v");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &selfs_key);
-  lua_pushcfunction(L, core_listen);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &pl_listener_selfs);
+  lua_pushcfunction(L, pl_core_listen);
   lua_setfield(L, -2, "listen");
   return 0;
 }

@@ -1,7 +1,7 @@
 /*
 ** signal.c: process-level helpers for the CLI: core.on_signal (libuv signal
 ** handles as "peerlisten.Signal" userdata) and core.walltime (the wall clock
-** with microseconds, for log timestamps).  Owned by the Lua-layer helper.
+** with microseconds, for log timestamps).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -24,17 +24,12 @@ static const char *const signal_names[] = {
 };
 static const int signal_numbers[] = { SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT };
 
-static void free_handle (uv_handle_t *h) {
-  free(h);
-}
-
 /* The only code that frees: stops the handle and drops the refs. */
 static int signal_release (lua_State *L, pl_signal *s) {
   uv_signal_t *h = s->h;
   if (h == NULL) return 0;
   s->h = NULL;
-  h->data = NULL;
-  uv_close((uv_handle_t *)h, free_handle);
+  pl_close_handle((uv_handle_t *)h);
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
   s->ref = s->self_ref = LUA_NOREF;

@@ -106,6 +106,59 @@ describe("peerlisten.Conn", function()
       c:close(); conn:close(); l:close()
     end)
 
+    it("raises for a second writer while one waits, before sending anything", function()
+      local l, conn, c = pair()
+      local big = ("y"):rep(16 * 1024 * 1024)   -- more than the socket buffers take
+      local first, ok, err
+      core.spawn(function() first = { conn:write(big, 30) } end)
+      assert.is_nil(first)   -- waiting for the peer to read
+      core.spawn(function() ok, err = pcall(conn.write, conn, "second") end)
+      assert.is_false(ok)
+      assert.matches("another coroutine is already waiting on this object", err)
+      local got = assert(helper.recv(c, #big, 30))
+      assert.is_true(helper.wait_until(function() return first ~= nil end, 10))
+      assert.are.same({ true }, first)
+      assert.is_true(got == big)
+      conn:close()
+      assert.are.same({ nil, "closed" }, { helper.recv(c, 1) })   -- "second" never went out
+      c:close(); l:close()
+    end)
+
+    it("#slow writes more than 4 GiB whole: lengths are not cut to 32 bits", function()
+      local avail = tonumber(helper.readfile("/proc/meminfo"):match("MemAvailable:%s*(%d+)")) or 0
+      if avail < 12 * 1024 * 1024 then
+        pending("needs 12 GiB of available memory for a 4 GiB string")
+        return
+      end
+      local dir = helper.tmpdir()
+      local l = assert(core.listen{ scheme = "http", host = "127.0.0.1", port = 0 })
+      local _, port = l:addr()
+      -- a reader that counts what it gets
+      local pid = helper.bg(('bash -c "exec 3<>/dev/tcp/127.0.0.1/%d; wc -c <&3 > %s/count"')
+        :format(port, dir), dir .. "/reader.out")
+      local line = "0123456789abcdef\n"
+      -- string.rep stops below 2 GiB: two halves and two lines make 4 GiB + 16
+      -- bytes, of which the old cast to unsigned int kept 16
+      local half = (2 ^ 31 - 1) // #line
+      local n = 2 * half + 2
+      local conn = assert(l:accept(10))
+      do
+        local part = line:rep(half)
+        local big = part .. part .. line:rep(2)
+        part = nil   -- luacheck: ignore 311
+        assert.are.equal(2 ^ 32 + 16, #big)
+        assert.are.equal(#line * n, #big)
+        assert.are.same({ true }, { conn:write(big, 600) })
+      end
+      collectgarbage(); collectgarbage()
+      conn:close()
+      assert.is_true(helper.wait_until(function() return helper.readfile(dir .. "/count") ~= "" end, 120))
+      assert.are.equal(#line * n, tonumber(helper.readfile(dir .. "/count")))
+      helper.kill(pid)
+      l:close()
+      helper.rmdir(dir)
+    end)
+
     it("times out near write_timeout when the peer does not read", function()
       local l, conn, c = pair{ write_timeout = 0.3 }
       local big = string.rep("x", 32 * 1024 * 1024)

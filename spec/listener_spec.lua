@@ -146,12 +146,15 @@ describe("peerlisten.Listener", function()
         l:close()
       end)
 
-      it("fails on https without a policy, and frees the port", function()
-        local ok, msg, code = listen{ scheme = "https" }
-        assert_fail("ETLSCONFIG", "^cannot listen on TLS for 127%.0%.0%.1:%d+: KeyFile and CertFile are not presented$",
-          ok, msg, code)
-        local port = tonumber(msg:match(":(%d+):"))
-        local l = assert(listen{ port = port })
+      it("fails on https without a policy before binding anything", function()
+        local port = helper.free_port()
+        collectgarbage("stop")
+        local ok, msg, code = listen{ scheme = "https", port = port }
+        local l, err = listen{ port = port }
+        collectgarbage("restart")
+        assert_fail("ETLSCONFIG", "^cannot listen on TLS for 127%.0%.0%.1:" .. port ..
+          ": KeyFile and CertFile are not presented$", ok, msg, code)
+        assert(l, err)
         l:close()
       end)
 
@@ -166,6 +169,20 @@ describe("peerlisten.Listener", function()
         assert.has_error(function() listen{ reuse_port = "yes" } end)
         assert.has_error(function() listen{ logger = 42 } end)
         assert.has_error(function() listen{ scheme = "https", tls = {} } end)
+      end)
+
+      it("raises on a bad option before binding: the port and the path are free at once", function()
+        local port = helper.free_port()
+        local path = "/tmp/peerlisten-spec-conn-" .. helper.pid() .. ".sock"
+        collectgarbage("stop")   -- the raise must not leave a bound listener for GC to find
+        assert.has_error(function() listen{ port = port, url = 123 } end,
+          "bad option 'url' (string expected, got number)")
+        assert.has_error(function() listen{ scheme = "unix", path = path, url = {} } end)
+        local l, err = listen{ port = port }
+        collectgarbage("restart")
+        assert(l, err)
+        l:close()
+        assert.are.equal("", helper.sh("test -e " .. path .. " && echo exists"))
       end)
     end)
 
@@ -230,6 +247,30 @@ describe("peerlisten.Listener", function()
       s:close()   -- the file stays, nobody listens
       local l = assert(listen{ scheme = "unix", path = path })
       l:close()
+    end)
+
+    it("does not remove a file swapped in while it checks a stale socket", function()
+      if not helper.have("cc") then pending("no C compiler for the LD_PRELOAD shim") return end
+      local shim = dir .. "/swapconnect.so"
+      assert(os.execute(("cc -shared -fPIC -o '%s' spec/support/swapconnect/swapconnect.c -ldl"):format(shim)))
+      local path, victim = dir .. "/swapped.sock", dir .. "/victim"
+      local unix = require "socket.unix"
+      local s = unix()
+      assert(s:bind(path))
+      s:close()   -- a stale socket: nobody listens
+      local f = assert(io.open(victim, "w")); f:write("precious"); f:close()
+      -- the shim renames victim over path right before the liveness connect()
+      local script = "package.cpath = './?.so;' .. package.cpath; " ..
+        "local core = require 'peerlisten.core'; " ..
+        ("local l, m, c = core.listen{ scheme = 'unix', path = '%s' }; "):format(path) ..
+        "io.write(tostring(l and 'bound' or c), ' ', tostring(m)); if l then l:close() end"
+      local out = helper.sh(("env SWAP_TARGET='%s' SWAP_VICTIM='%s' LD_PRELOAD='%s' timeout 20 lua5.4 -e \"%s\" 2>&1")
+        :format(path, victim, shim, script))
+      assert.matches("^EEXIST listen unix .*swapped%.sock: bind: file changed while checking it", out)
+      f = assert(io.open(path), "the swapped-in file was removed")
+      assert.are.equal("precious", f:read("a"))
+      f:close()
+      os.remove(path); os.remove(shim)
     end)
 
     it("fails on a socket with a live listener", function()

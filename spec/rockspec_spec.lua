@@ -125,6 +125,11 @@ describe("rockspec", function()
     local check = helper.sh(env .. "peerlisten check --config-file etcd.yaml 2>&1; echo rc=$?")
     local so = helper.sh(("find %s -name core.so -path '*peerlisten*'"):format(q(tree)))
     local syms = so ~= "" and helper.sh("nm -D --defined-only " .. so:match("[^\n]+") .. " | grep -c ' T '")
+    -- the test hooks (test_hooks.c, only with -DPL_TEST_HOOKS) are not in the installed module
+    local hooks = helper.sh(env .. [[lua5.4 -e 'local c = require("peerlisten.core"); local p = c.tls_policy{}; ]]
+      .. [[print(c._tls_handshake, c._tls_clock_shift, c._tls_dial, p._verify_cache, p._new_ssl, p._pending_logs)' 2>&1]])
+    local hook_strings = so ~= "" and helper.sh("grep -c -a -w -e _tls_handshake -e _tls_clock_shift "
+      .. "-e _tls_dial -e _verify_cache " .. so:match("[^\n]+") .. "; true") or ""
     local after = helper.sh(status)
     helper.rmdir(src); helper.rmdir(tree); helper.rmdir(elsewhere)
     assert.matches("rc=0\n$", build)
@@ -137,6 +142,8 @@ describe("rockspec", function()
     assert.matches("rc=0\n$", check)
     assert.are_not.equal("", so)
     assert.are.equal("1\n", syms)
+    assert.are.equal("nil\tnil\tnil\tnil\tnil\tnil\n", hooks)
+    assert.are.equal("0\n", hook_strings)
     assert.are.equal(before, after)   -- nothing built or left in the checkout
   end)
 
@@ -149,5 +156,11 @@ describe("rockspec", function()
     helper.rmdir(dir)
     assert.are.equal("peerlisten check: module 'lyaml' is not installed (needed to read YAML files): "
       .. "install the Debian package lua-yaml or the rock lyaml\nrc=1\n", out)
+  end)
+
+  it("builds the in-tree module with the test hooks", function()
+    local core = require "peerlisten.core"
+    assert.is_function(core._tls_handshake)
+    assert.is_function(core._tls_clock_shift)
   end)
 end)

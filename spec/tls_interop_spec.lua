@@ -207,6 +207,14 @@ describe("peerlisten TLS listeners #interop", function()
       is_go_ok(r)
       assert.are.equal("ok CN=peer1\n", r.reply:match("\r\n\r\n(.*)$"))
       assert.are.equal("CN=peer1", served[#served].peer_cert.subject)
+      -- over a real socket, the peer certificate table is cert.inspect()'s for the same file
+      local want = assert(require("peerlisten.cert").inspect(P:cert("client-good")))
+      local got = served[#served].peer_cert
+      assert.is_true(math.abs(want.days_left - got.days_left) <= 1)
+      for k, v in pairs(want) do
+        if k ~= "path" and k ~= "days_left" then assert.are.same(v, got[k], k) end
+      end
+      for k in pairs(got) do assert.is_not_nil(want[k], k) end
       if have.curl then
         local host, port = l:addr()
         local out = run(l, ("curl -sS --http1.1 --cacert %s --cert %s --key %s https://%s:%d/"):format(

@@ -210,6 +210,17 @@ describe("peerlisten.TlsPolicy", function()
           "open /nonexistent/k: no such file or directory", "ECERT")
         fails({ cert_file = P.dir, key_file = P:key("server") }, ("read %s: is a directory"):format(P.dir), "ECERT")
       end)
+      it("refuses files over the 16 MiB cap (trusted CA, cert, CRL alike)", function()
+        local big = P:path("big.pem")
+        assert(os.execute(("truncate -s 17M '%s'"):format(big)))
+        local msg = ("read %s: file too large"):format(big)
+        fails({ trusted_ca_file = big }, msg, "ECERT")
+        fails({ cert_file = big, key_file = P:key("server") }, msg, "ECERT")
+        local p = policy { trusted_ca_file = P:cert("ca"), crl_file = big }
+        rejected(p, pair("client-good"), "crl", msg)
+        p:close()
+        os.remove(big)
+      end)
       it("reports bad file contents", function()
         local junk = P:path("junk.pem")
         write(junk, "not pem at all\n")
@@ -351,6 +362,75 @@ describe("peerlisten.TlsPolicy", function()
     end)
   end)
 
+  describe("client side (pl_tls_new_client_ssl, in memory)", function()
+    local server
+    before_each(function() server = policy { trusted_ca_file = P:cert("ca") } end)
+    after_each(function() server:close() end)
+    local function client(o)
+      return assert(core.tls_policy(o))
+    end
+    local function dial(c, host, is_ip)
+      local ok, a, b = core._tls_dial(server, c, host, is_ip)
+      c:close()
+      return ok, a, b
+    end
+
+    it("verifies the server by IP address or by name (SNI) with the trusted CA", function()
+      local ok, info = dial(client { trusted_ca_file = P:cert("ca"), client_cert_file = P:cert("client-good"),
+        client_key_file = P:key("client-good") }, "127.0.0.1", true)
+      assert(ok == true, tostring(info))
+      assert.are.equal("CN=peer1", info.peer_cert.subject)
+      ok, info = dial(client { trusted_ca_file = P:cert("ca"), cert_file = P:cert("client-good"),
+        key_file = P:key("client-good") }, "localhost", false)
+      assert(ok == true, tostring(info))
+      assert.are.equal("localhost", info.server_name)
+    end)
+    it("refuses a server certificate without the name or IP, naming what it has (ESERVERCERT)", function()
+      local c = { trusted_ca_file = P:cert("ca"), cert_file = P:cert("client-good"), key_file = P:key("client-good") }
+      local ok, code, msg = dial(client(c), "example.com")
+      assert.is_false(ok)
+      assert.are.equal("ESERVERCERT", code)
+      assert.are.equal("tls: failed to verify certificate: x509: certificate is valid for localhost, not example.com", msg)
+      ok, code, msg = dial(client(c), "10.1.1.1", true)
+      assert.is_false(ok)
+      assert.are.equal("ESERVERCERT", code)
+      assert.are.equal("tls: failed to verify certificate: x509: certificate is valid for 127.0.0.1, not 10.1.1.1", msg)
+    end)
+    it("refuses a server from an unknown authority unless told to skip verification", function()
+      local ok, code, msg = dial(client { cert_file = P:cert("client-good"), key_file = P:key("client-good") }, "localhost")
+      assert.is_false(ok)
+      assert.are.equal("ESERVERCERT", code)
+      assert.are.equal("tls: failed to verify certificate: x509: certificate signed by unknown authority", msg)
+      assert.is_true((dial(client { cert_file = P:cert("client-good"), key_file = P:key("client-good"),
+        insecure_skip_verify = true }, "example.com")))
+      -- a self-signed (auto-TLS) policy without a trusted CA does not verify, as etcd's transport
+      server:close()
+      server = policy {}   -- no client certificates asked for: ours is self-signed
+      assert.is_true((dial(client { cert_file = P:cert("ca"), key_file = P:key("ca") }, "example.com")))
+      ok, code = dial(client { cert_file = P:cert("client-good"), key_file = P:key("client-good") }, "example.com")
+      assert.is_false(ok)
+      assert.are.equal("ESERVERCERT", code)
+    end)
+    it("says when the server refused us (EPEERREJECTED)", function()
+      local ok, code, msg = dial(client { trusted_ca_file = P:cert("ca") }, "localhost")
+      assert.is_false(ok)
+      assert.are.equal("EPEERREJECTED", code)
+      assert.are.equal("remote error: tls: certificate required", msg)
+      ok, code, msg = dial(client { trusted_ca_file = P:cert("ca"), cert_file = P:cert("client-otherca"),
+        key_file = P:key("client-otherca") }, "localhost")
+      assert.is_false(ok)
+      assert.are.equal("EPEERREJECTED", code)
+      assert.matches("^remote error: tls: ", msg)
+      server:close()
+      server = policy { trusted_ca_file = P:cert("ca"), max_version = "TLS1.2" }
+      ok, code, msg = dial(client { trusted_ca_file = P:cert("ca"), min_version = "TLS1.3",
+        cert_file = P:cert("client-good"), key_file = P:key("client-good") }, "localhost")
+      assert.is_false(ok)
+      assert.are.equal("EPEERREJECTED", code)
+      assert.are.equal("remote error: tls: protocol version not supported", msg)
+    end)
+  end)
+
   describe("handshakes (in memory)", function()
     local mtls
     before_each(function() mtls = policy { trusted_ca_file = P:cert("ca") } end)
@@ -363,9 +443,21 @@ describe("peerlisten.TlsPolicy", function()
       assert.is_false(info.resumed)
       assert.are.equal("CN=peer1", info.peer_cert.subject)
       assert.are.equal(P:serial("client-good"), info.peer_cert.serial)
-      assert.are.same({ "IP:127.0.0.1" }, info.peer_cert.sans)
-      assert.are.same({ "127.0.0.1" }, info.peer_cert.ip_addresses)
-      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", info.peer_cert.not_after)
+      assert.are.same({ dns = {}, ip = { "127.0.0.1" }, email = {}, uri = {} }, info.peer_cert.sans)
+      assert.is_number(info.peer_cert.not_after)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", info.peer_cert.not_after_rfc3339)
+    end)
+    it("reports the peer certificate as cert.inspect() does, field by field", function()
+      local cert = require "peerlisten.cert"
+      local info = accepted(mtls, { cert = P:cert("client-good"), key = P:key("client-good") })
+      local want = assert(cert.inspect(P:cert("client-good")))
+      want.path = nil
+      -- days_left / expired depend on "now"; both were read within the same second or two
+      assert.is_true(math.abs(want.days_left - info.peer_cert.days_left) <= 1)
+      want.days_left, info.peer_cert.days_left = nil, nil
+      for k, v in pairs(want) do assert.are.same(v, info.peer_cert[k], k) end
+      for k in pairs(info.peer_cert) do assert.is_not_nil(want[k], k) end
+      assert.are.equal("peer1", info.peer_cert.subject_fields.CN)
     end)
     it("accepts TLS 1.2 and refuses TLS 1.1 / 1.0", function()
       local info = accepted(mtls, { cert = P:cert("client-good"), key = P:key("client-good"), max_version = "TLS1.2" })

@@ -354,16 +354,9 @@ function M.self_signed(opts)
   return cert_path, key_path, true
 end
 
-local function decorate(info, now)
-  info.not_before_rfc3339 = rfc3339(info.not_before)
-  info.not_after_rfc3339 = rfc3339(info.not_after)
-  info.days_left = floor((info.not_after - now) / DAY)
-  info.expired = info.not_after <= now
-  info.not_yet_valid = info.not_before > now
-  return info
-end
-
 --- Reads every certificate of a PEM file (or PEM text) into tables.
+-- The same table (built by the same C code) is `conn:tls_info().peer_cert` for the
+-- certificate a TLS peer presented; only `path` is particular to `inspect`.
 -- Each table has: `subject`, `issuer` (RFC 2253 strings such as "O=etcd" or "CN=n1,O=acme"),
 -- `subject_fields`, `issuer_fields` (e.g. `{ O = "etcd" }`; a repeated attribute is a list),
 -- `serial` (lower-case hex, no leading zeros), `version`, `not_before`, `not_after` (epoch seconds),
@@ -404,11 +397,7 @@ function M.inspect_chain(path_or_pem)
   if not list then
     return nil, path and (path .. ": " .. err) or err, code
   end
-  local now = os.time()
-  for _, info in ipairs(list) do
-    decorate(info, now)
-    info.path = path
-  end
+  for _, info in ipairs(list) do info.path = path end
   return list
 end
 

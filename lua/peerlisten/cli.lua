@@ -241,6 +241,9 @@ function M.main(args, streams)
     out("peerlisten ", peerlisten._VERSION, "\n")
     return 0
   end
+  if cmd == "cluster" then
+    return require("peerlisten.cli_cluster").main({ table.unpack(args, 2) }, out, err)
+  end
   local decl, rest = resolve(args)
   if not decl then
     err("peerlisten: unknown command '", tostring(cmd), "'\n", M.USAGE)

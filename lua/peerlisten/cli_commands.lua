@@ -211,8 +211,100 @@ table peerlisten.cert.inspect returns.]],
   },
 }
 
+local RENEW = { "renew-within", "DURATION", "reissue certificates that expire sooner (e.g. 30d, 12h); the CA is kept" }
+local MEMBER_RENEW = { "member", "NAME", "limit the renewal to NAME's certificates", multiple = true }
+
+M["cluster plan"] = {
+  name = "cluster plan",
+  synopsis = "FILE [--out DIR] [--renew-within DURATION] [--member NAME]",
+  summary = "what `cluster init` would create, reuse or renew, and the checks `cluster check` runs.",
+  text = [[
+Validates the cluster description FILE (YAML) and prints each file init would
+create (or reuse or renew, when DIR exists) and each check `cluster check`
+runs. Changes nothing.]],
+  options = { { "out", "DIR", "the cluster directory to compare with" }, RENEW, MEMBER_RENEW },
+  positional = { "FILE", min = 1, max = 1 },
+  examples = { "peerlisten cluster plan cluster.yaml", "peerlisten cluster plan cluster.yaml --out pki --renew-within 30d" },
+  exit = { { 0, "the description is valid (the plan is printed)" }, { 1, "it is not (every error is named)" },
+    { 2, "usage error: not exactly one FILE, unknown option, malformed DURATION" } },
+}
+
+M["cluster init"] = {
+  name = "cluster init",
+  synopsis = "FILE --out DIR [--renew-within DURATION] [--member NAME]",
+  summary = "create or update a cluster directory: CA, member and client certificates, etcd.yaml per member.",
+  text = [[
+Creates or updates DIR from the description FILE: the CA, each member's peer
+and server certificates, the etcdctl client certificate, DIR/<member>/etcd.yaml
+(an etcd --config-file), DIR/etcdctl.env and DIR/manifest.json. Re-running
+reuses every certificate that is still good; what changed in the description
+is reissued. New material is made aside and moved into place only when all of
+it was made. One progress line per step on stderr.]],
+  options = { { "out", "DIR", "the cluster directory", required = true }, RENEW, MEMBER_RENEW },
+  positional = { "FILE", min = 1, max = 1 },
+  examples = { "peerlisten cluster init cluster.yaml --out pki",
+    "peerlisten cluster init cluster.yaml --out pki --renew-within 30d --member m2" },
+  exit = { { 0, "DIR is ready" }, { 1, "the description is invalid or a file could not be written (nothing is left half-made)" },
+    { 2, "usage error: not exactly one FILE, --out missing, unknown option" } },
+}
+
+M["cluster status"] = {
+  name = "cluster status",
+  synopsis = "DIR [--json]",
+  summary = "expiry of every certificate of a cluster directory.",
+  text = [[
+Shows subject, expiry and days left of every certificate in DIR.]],
+  options = { { "json", nil, "one JSON list" } },
+  positional = { "DIR", min = 1, max = 1 },
+  examples = { "peerlisten cluster status pki" },
+  exit = { { 0, "every certificate is readable and valid" }, { 1, "one is unreadable or expired" },
+    { 2, "usage error: not exactly one DIR, unknown option" } },
+}
+
+M["cluster check"] = {
+  name = "cluster check",
+  synopsis = "DIR [--json] [--preflight] [--member NAME]",
+  summary = "check a cluster directory: certificates, etcd.yaml files, and the member probe matrix.",
+  text = [[
+Per member: peer and server certificate (key, signed by the cluster CA,
+usages, SANs including the dial source, validity), etcd.yaml (name,
+initial-cluster, files); the client certificate. Then the probe matrix when
+peerlisten.dial exists. Every failed cell is printed with member, check and
+reason.]],
+  options = {
+    { "json", nil, "one JSON object: ok, cells, matrix" },
+    { "preflight", nil, "also each member's `peerlisten check` on its etcd.yaml (binds its peer URLs; any warning fails)" },
+    { "member", "NAME", "the members on this host, for --preflight and the matrix", multiple = true },
+  },
+  positional = { "DIR", min = 1, max = 1 },
+  examples = { "peerlisten cluster check pki", "peerlisten cluster check pki --preflight --member m1" },
+  exit = { { 0, "PASS: every check passed" }, { 1, "FAIL: a check failed (each failure is printed)" },
+    { 2, "usage error: not exactly one DIR, unknown option" } },
+}
+
 --- The commands in the order `peerlisten --help` lists them.
-M.ORDER = { "serve", "check", "cert", "cert ca", "cert issue", "inspect" }
+M.ORDER = { "serve", "check", "cert", "cert ca", "cert issue", "inspect", "cluster plan", "cluster init",
+  "cluster status", "cluster check" }
+
+--- The help of a command group (`peerlisten cluster --help`): its commands and their synopses.
+-- @tparam string group
+-- @treturn string
+function M.group_usage(group)
+  local out = { ("Usage: peerlisten %s <command> [options]"):format(group), "", "Commands:" }
+  for _, name in ipairs(M.ORDER) do
+    if name:sub(1, #group + 1) == group .. " " then
+      local c = M[name]
+      out[#out + 1] = ("  %s %s"):format(name, c.synopsis)
+      local words = {}
+      for w in c.summary:gmatch("%S+") do words[#words + 1] = w end
+      out[#out + 1] = cli_args.wrap(words, "      ", 79)
+    end
+  end
+  out[#out + 1] = ""
+  out[#out + 1] = ("`peerlisten %s <command> --help` for one command's options, examples and exit status."):format(group)
+  out[#out + 1] = "Exit status: 0 ok, 1 failure or failed check, 2 usage error."
+  return table.concat(out, "\n") .. "\n"
+end
 
 --- The top-level help.
 -- @treturn string
@@ -222,11 +314,11 @@ function M.usage()
     local c = M[name]
     local words = {}
     for w in c.summary:gmatch("%S+") do words[#words + 1] = w end
-    out[#out + 1] = ("  %-12s %s"):format(name, cli_args.wrap(words, (" "):rep(15), 79):sub(16))
+    out[#out + 1] = ("  %-14s %s"):format(name, cli_args.wrap(words, (" "):rep(17), 79):sub(18))
   end
-  out[#out + 1] = "  help, -h     this text; `peerlisten <command> --help` for one command's options,"
-  out[#out + 1] = "               examples and exit status"
-  out[#out + 1] = "  version      the version (also --version)"
+  out[#out + 1] = "  help, -h       this text; `peerlisten <command> --help` for one command's"
+  out[#out + 1] = "                 options, examples and exit status"
+  out[#out + 1] = "  version        the version (also --version)"
   out[#out + 1] = ""
   out[#out + 1] = "Exit status: 0 ok, 1 failure, 2 usage error."
   return table.concat(out, "\n") .. "\n"

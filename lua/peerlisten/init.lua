@@ -44,6 +44,15 @@ M.tls = {
   cipher_suites = function() return core.cipher_suites() end,
 }
 
+-- peerlisten.cluster (the bootstrap workflows) is loaded on first use.
+setmetatable(M, { __index = function(t, k)
+  if k == "cluster" then
+    local cluster = require "peerlisten.cluster"
+    rawset(t, "cluster", cluster)
+    return cluster
+  end
+end })
+
 --- Runs the loop until `stop()` or no work is left.
 M.run = core.run
 --- Runs one loop turn (at most `timeout` seconds).
