@@ -4,6 +4,12 @@
 ** serve (one coroutine per connection) and draining close; etcd's log line
 ** and the counters for refused TLS connections.
 */
+
+/***
+The C core (private: applications `require "peerlisten"`); its userdata
+types are what the Lua API hands out.
+@module peerlisten.core
+*/
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -335,6 +341,11 @@ static int close_k (lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+/***
+A listening socket (TCP or unix, plain or TLS), from `core.listen`.
+@type peerlisten.Listener
+*/
+
 /* listener:close([timeout]) -> true.  Stops accepting at once; open
 ** connections get up to timeout seconds to finish, then are closed. */
 /***
@@ -358,11 +369,6 @@ static int listener_close (lua_State *L) {
 }
 
 /* ---- methods ---- */
-
-/***
-A listening socket (TCP or unix, plain or TLS), from `core.listen`.
-@type peerlisten.Listener
-*/
 
 static int accept_k (lua_State *L, int status, lua_KContext ctx) {
   listener *l = listener_check(L, 1);
