@@ -17,11 +17,11 @@ PKGS := lua5.4 libuv openssl
 # curl, go, etcd as real peers; util-linux for setsid/setpriv/taskset), the
 # bench smoke spec (nginx-light, lua-http with lua-luaossl, lua-sec), the
 # rockspec spec (luarocks), make lint (cppcheck), make memcheck (valgrind),
-# make doc (lua-ldoc).
+# make doc (lua-ldoc), make fuzz (clang with libFuzzer's runtime).
 DEB_PACKAGES := lua5.4 liblua5.4-dev libssl-dev libuv1-dev lua-busted lua-check \
   lua-yaml lua-cjson lua-socket lua-filesystem pkg-config gcc libc6-dev binutils make \
   openssl curl golang-go etcd-server nginx-light util-linux coreutils \
-  lua-sec lua-http lua-luaossl luarocks valgrind cppcheck lua-ldoc
+  lua-sec lua-http lua-luaossl luarocks valgrind cppcheck clang libclang-rt-14-dev lua-ldoc
 
 CWARNS := -Wall -Wextra -pedantic -Wcast-align -Wdisabled-optimization \
   -Wpointer-arith -Wshadow -Wsign-compare -Wundef -Wwrite-strings \
@@ -46,7 +46,7 @@ ASAN_LUA := $(ASAN_DIR)/lua
 SPECS ?= spec
 BUSTED_ARGS ?=
 
-.PHONY: all deps test check lint sanitize memcheck bench doc clean
+.PHONY: all deps test check lint sanitize memcheck fuzz bench doc clean
 
 all: $(MODULE)
 
@@ -123,6 +123,39 @@ memcheck: deps all
 
 _suite:
 	$(run_suite)
+
+# libFuzzer targets (fuzz/*.c): each links the whole module (with the test
+# hooks) and a Lua interpreter, and drives it through its Lua API.  Each runs
+# FUZZ_SECONDS on its committed seeds (fuzz/corpus/<target>); entries it finds
+# go to build/fuzz/new/<target>, crashes to build/fuzz/crash-*.  Per-input
+# leak checks are off (Lua frees in its GC, so every input looks leaky);
+# LeakSanitizer still checks at exit.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 15
+FUZZ_DIR := build/fuzz
+FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/*.c)))
+FUZZ_BINS := $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer \
+  -fno-sanitize-recover=undefined -DPL_TEST_HOOKS -DPL_ROOT='"$(CURDIR)"'
+
+$(FUZZ_DIR)/%: fuzz/%.c fuzz/fuzz.h $(SRCS) $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -std=c99 -D_XOPEN_SOURCE=700 -D_DEFAULT_SOURCE -Icsrc \
+	  $(shell $(PKG_CONFIG) --cflags $(PKGS)) -o $@ $< $(SRCS) \
+	  $(shell $(PKG_CONFIG) --libs lua5.4 libuv openssl) -lm
+
+fuzz: deps $(FUZZ_BINS)
+	@set -e; summary=""; for t in $(FUZZ_TARGETS); do \
+	  new=$(FUZZ_DIR)/new/$$t; rm -rf "$$new"; mkdir -p "$$new"; log=$(FUZZ_DIR)/$$t.log; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  if ! ASAN_OPTIONS="detect_leaks=1:halt_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+	    $(FUZZ_DIR)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=3072 -detect_leaks=0 -print_final_stats=1 \
+	      -artifact_prefix=$(FUZZ_DIR)/crash-$$t- "$$new" fuzz/corpus/$$t > "$$log" 2>&1; then \
+	    tail -60 "$$log"; echo "fuzz: $$t FAILED (log $$log, input $(FUZZ_DIR)/crash-$$t-*)"; exit 1; \
+	  fi; \
+	  runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' "$$log"); \
+	  summary="$$summary$$t: $$runs executions, seeds $$(ls fuzz/corpus/$$t | wc -l), new $$(ls "$$new" | wc -l)\n"; \
+	done; printf "$$summary"
 
 bench: all
 	bench/run

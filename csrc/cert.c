@@ -54,6 +54,7 @@ typedef struct cert_scratch {
   X509_STORE_CTX *ctx;
   GENERAL_NAMES *names;
   BIGNUM *bn;
+  X509_CRL *crl;
   char *buf;                  /* malloc'ed file contents */
   int fd;                     /* -1 when none */
 } cert_scratch;
@@ -74,6 +75,7 @@ static void cert_scratch_release (cert_scratch *s) {
   X509_STORE_free(s->store); s->store = NULL;
   GENERAL_NAMES_free(s->names); s->names = NULL;
   BN_free(s->bn); s->bn = NULL;
+  X509_CRL_free(s->crl); s->crl = NULL;
   free(s->buf); s->buf = NULL;
   if (s->fd >= 0) close(s->fd);
   s->fd = -1;
@@ -536,6 +538,49 @@ static int cert_inspect (lua_State *L) {
   return 1;
 }
 
+/*
+** core.cert_crl_info(data) -> { issuer =, this_update =, next_update =,
+** revoked = n } | nil, "x509: malformed crl", "ECERT".  Reads data the way
+** the TLS policy reads its CRL file on a handshake (PEM when it holds a
+** "-----BEGIN" line, DER otherwise), so a preflight sees the same verdict.
+*/
+static int cert_crl_info (lua_State *L) {
+  size_t len;
+  const char *data = luaL_checklstring(L, 1, &len);
+  cert_scratch *s = cert_scratch_new(L);
+  char name[512];
+  time_t when = 0;
+  STACK_OF(X509_REVOKED) *rev;
+  ERR_clear_error();
+  if (len >= 10 && strstr(data, "-----BEGIN") != NULL) {
+    s->bio = BIO_new_mem_buf(data, (int)len);
+    if (s->bio != NULL) s->crl = PEM_read_bio_X509_CRL(s->bio, NULL, NULL, NULL);
+  }
+  else {
+    const unsigned char *d = (const unsigned char *)data;
+    s->crl = d2i_X509_CRL(NULL, &d, (long)len);
+  }
+  if (s->crl == NULL)
+    return cert_fail(L, s, "ECERT", "x509: malformed crl");
+  lua_createtable(L, 0, 4);
+  x509_name_str(X509_CRL_get_issuer(s->crl), name, sizeof name);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "issuer");
+  if (x509_epoch(X509_CRL_get0_lastUpdate(s->crl), &when)) {
+    lua_pushinteger(L, (lua_Integer)when);
+    lua_setfield(L, -2, "this_update");
+  }
+  if (x509_epoch(X509_CRL_get0_nextUpdate(s->crl), &when)) {
+    lua_pushinteger(L, (lua_Integer)when);
+    lua_setfield(L, -2, "next_update");
+  }
+  rev = X509_CRL_get_REVOKED(s->crl);
+  lua_pushinteger(L, rev != NULL ? sk_X509_REVOKED_num(rev) : 0);
+  lua_setfield(L, -2, "revoked");
+  cert_scratch_release(s);
+  return 1;
+}
+
 /* core.cert_matches_key(cert_pem, key_pem) -> true | nil, msg, "ECERT" */
 static int cert_matches_key (lua_State *L) {
   size_t clen, klen;
@@ -643,6 +688,7 @@ static const luaL_Reg cert_funcs[] = {
   {"cert_create", cert_create},
   {"cert_inspect", cert_inspect},
   {"cert_matches_key", cert_matches_key},
+  {"cert_crl_info", cert_crl_info},
   {"cert_verify", cert_verify},
   {"cert_ip", cert_ip},
   {"cert_read_file", cert_read_file},

@@ -117,11 +117,17 @@ static int cert_mkdir_all (lua_State *L) {
 }
 
 /* core.cert_probe_dir(dir) -> true | nil, msg, code: creates and removes
-** <dir>/.touch (mode 0600), etcd's writability test. */
+** <dir>/.touch (mode 0600), etcd's writability test.  The probe is created
+** exclusively: another writer of dir may have planted .touch as a symlink,
+** which truncating would follow.  An existing .touch (a leftover, or such a
+** link) is unlinked, which never touches a link's target, and tried once more. */
 static int cert_probe_dir (lua_State *L) {
   const char *dir = luaL_checkstring(L, 1);
   const char *path = lua_pushfstring(L, "%s/.touch", dir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  int fd = open(path, flags, 0600);
+  if (fd < 0 && errno == EEXIST && unlink(path) == 0)
+    fd = open(path, flags, 0600);
   if (fd < 0)
     return pl_os_fail(L, "open", path, errno);
   close(fd);

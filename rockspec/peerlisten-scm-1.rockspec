@@ -65,10 +65,13 @@ build = {
     ["peerlisten.cli_commands"] = "lua/peerlisten/cli_commands.lua",
     ["peerlisten.cluster"] = "lua/peerlisten/cluster.lua",
     ["peerlisten.config"] = "lua/peerlisten/config.lua",
+    ["peerlisten.etcd_versions"] = "lua/peerlisten/etcd_versions.lua",
+    ["peerlisten.etcd_yaml"] = "lua/peerlisten/etcd_yaml.lua",
     ["peerlisten.log"] = "lua/peerlisten/log.lua",
     ["peerlisten.optional"] = "lua/peerlisten/optional.lua",
     ["peerlisten.peers"] = "lua/peerlisten/peers.lua",
     ["peerlisten.responder"] = "lua/peerlisten/responder.lua",
+    ["peerlisten.startup"] = "lua/peerlisten/startup.lua",
     ["peerlisten.url"] = "lua/peerlisten/url.lua",
   },
   install = {

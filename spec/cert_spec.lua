@@ -347,6 +347,26 @@ describe("peerlisten.cert", function()
         assert.has_error(function() cert.self_signed { dir = tmp, logger = 42 } end)
       end)
 
+      it("does not follow a .touch symlink planted in dir (the victim file is not emptied)", function()
+        local dir = tmp .. "/peer"
+        os.execute("mkdir -m 700 " .. q(dir))
+        writefile(tmp .. "/victim", "precious")
+        assert(os.execute("ln -s " .. q(tmp .. "/victim") .. " " .. q(dir .. "/.touch")))
+        local c, k = cert.self_signed { dir = dir, logger = log.capture() }
+        assert.equal(dir .. "/cert.pem", c)
+        assert.equal(dir .. "/key.pem", k)
+        assert.equal("precious", readfile(tmp .. "/victim"))
+        assert.equal("cert.pem\nkey.pem\n", ls(dir))   -- the planted link is gone, no probe left
+      end)
+
+      it("does not follow a dangling .touch symlink (no file created at its target)", function()
+        local dir = tmp .. "/peer"
+        os.execute("mkdir -m 700 " .. q(dir))
+        assert(os.execute("ln -s " .. q(tmp .. "/created") .. " " .. q(dir .. "/.touch")))
+        assert.truthy(cert.self_signed { dir = dir, logger = log.capture() })
+        assert.is_false(exists(tmp .. "/created"))
+      end)
+
       it("rejects an empty dir", function()
         local a, msg, code = cert.self_signed { dir = "" }
         assert.is_nil(a)

@@ -3,6 +3,7 @@ local cli_args = require "peerlisten.cli_args"
 local commands = require "peerlisten.cli_commands"
 local config = require "peerlisten.config"
 local cert = require "peerlisten.cert"
+local etcd_versions = require "peerlisten.etcd_versions"
 
 local function buffer()
   local b = { parts = {} }
@@ -28,26 +29,40 @@ end
 
 -- The option names a help text shows, read back from the printed text:
 -- own = the "Options:" section, passed = the sections after it (etcd's flags).
+-- Flags of the etcd sections the help marks as defined by some etcd versions only.
+local passed_versioned
+
+-- The option names a help text shows, read back from the printed text:
+-- own = the "Options:" section, passed = the sections after it (etcd's flags).
 local function shown(help)
   local own, passed = {}, {}
-  local section
+  passed_versioned = {}
+  local section, current
+  local text = {}   -- flag -> its help text, lines joined
   for line in (help .. "\n"):gmatch("(.-)\n") do
     if line == "Options:" then section = own
     elseif line == "Examples:" or line == "Exit status:" then section = nil
     elseif line ~= "" and not line:match("^%s") and section then section = passed
     elseif section and line:match("^  %-%-") then
+      local first = line:match("^  %-%-([%w-]+)")
       if section == own then
-        section[line:match("^  %-%-([%w-]+)")] = true
+        own[first] = true
+      elseif line:match("^  %-%-[%w-]+%s%s") or line:match("^  %-%-[%w-]+ %u") or not line:match("%-%-.*%-%-") then
+        passed[first], current = true, first   -- an option line
+        text[first] = line
       else
-        -- an option line, or a list of names
-        local first = line:match("^  %-%-([%w-]+)")
-        if line:match("^  %-%-[%w-]+%s%s") or line:match("^  %-%-[%w-]+ %u") or not line:match("%-%-.*%-%-") then
-          section[first] = true
-        else
-          for n in line:gmatch("%-%-([%w-]+)") do section[n] = true end
+        current = nil                          -- a list of names; * marks versioned ones
+        for n, star in line:gmatch("%-%-([%w-]+)(%*?)") do
+          passed[n] = true
+          if star == "*" then passed_versioned[n] = true end
         end
       end
+    elseif section == passed and current and line:match("^%s%s%s%s") then
+      text[current] = text[current] .. " " .. line:match("^%s*(.-)$")
     end
+  end
+  for flag, t in pairs(text) do
+    if t:find("not in every etcd version", 1, true) then passed_versioned[flag] = true end
   end
   return own, passed
 end
@@ -146,9 +161,20 @@ describe("peerlisten --help", function()
         if decl.passthrough then
           -- etcd's flags: those shown are those config.load accepts
           assert.same(keys(etcd_flags()), keys(passed))
+          -- each is defined by every modelled etcd version, unless the help says it is not
+          local profiles = {}
+          for _, v in ipairs { "3.4", "3.5", "3.6" } do profiles[#profiles + 1] = assert(etcd_versions.resolve(v)) end
           for flag in pairs(passed) do
-            local _, lerr = config.load { args = { "--" .. flag .. "=1" }, env = {} }
-            assert.is_nil(tostring(lerr):find("not defined", 1, true), flag)
+            local defined = 0
+            for _, prof in ipairs(profiles) do
+              local _, lerr = config.load { args = { "--" .. flag .. "=1" }, env = {}, etcd_version = prof }
+              if not tostring(lerr):find("not defined", 1, true) then defined = defined + 1 end
+            end
+            if passed_versioned[flag] then
+              assert.is_true(defined > 0 and defined < #profiles, flag .. " is marked but defined by " .. defined)
+            else
+              assert.equal(#profiles, defined, flag .. " is not marked but defined by " .. defined)
+            end
           end
         else
           assert.same({}, keys(passed))

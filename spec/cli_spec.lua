@@ -67,7 +67,7 @@ describe("peerlisten.cli", function()
       local rc, out, err = run { "check", "--listen-peer-urls", url, "--data-dir", dir }
       assert.equal(0, rc, err)
       assert.matches("ok: " .. url:gsub("%p", "%%%0") .. " can be bound", out)
-      assert.matches("PASS: etcd would start its peer listeners with this configuration", out, 1, true)
+      assert.matches("PASS: etcd 3.6.14 would start its peer listeners with this configuration", out, 1, true)
       assert.equal("", err)
       rc, out = run { "check", "--json", "--listen-peer-urls", url, "--data-dir", dir }
       assert.equal(0, rc)
@@ -80,7 +80,7 @@ describe("peerlisten.cli", function()
     it("fails a bad configuration with the reason, in text and JSON", function()
       local rc, out, err = run { "check", "--listen-peer-urls", "http://example.com:2380" }
       assert.equal(1, rc)
-      assert.matches("FAIL: expected IP in URL for binding (http://example.com:2380)", out, 1, true)
+      assert.matches("FAIL: etcd 3.6.14 would not start: expected IP in URL for binding (http://example.com:2380)", out, 1, true)
       assert.matches("expected IP in URL for binding", err, 1, true)
       rc, out = run { "check", "--json", "--listen-peer-urls", "https://127.0.0.1:" .. free_port() }
       assert.equal(1, rc)

@@ -128,13 +128,13 @@ describe("peerlisten.config", function()
       assert.equal(10000, cfg._other["snapshot-count"])
     end)
 
-    it("loads peer TLS, socket options, the CRL file and raft timeouts from the file", function()
+    it("loads peer TLS, socket options and raft timeouts from the file", function()
       local cfg = assert(config.load { file = FIX .. "peer-tls.yml" })
       assert.same({ "http://127.0.0.1:12381", "https://127.0.0.1:12380" }, cfg.listen_peer_urls)
       local pts = cfg.peer_transport_security
       assert.equal("/etc/etcd/peer.crt", pts.cert_file)
       assert.is_true(pts.client_cert_auth)
-      assert.equal("/etc/etcd/peer.crl", pts.crl_file)
+      assert.equal("", pts.crl_file)
       assert.same({ "n2", "n3" }, pts.allowed_cn)
       assert.is_true(cfg.socket_options.reuse_port)
       assert.equal(7, cfg.raft_read_timeout)
@@ -144,8 +144,18 @@ describe("peerlisten.config", function()
       assert.equal(0, #notes_with(cfg, "'data-dir' was empty; using default"))
     end)
 
-    it("takes listen-peer-urls as a YAML list, sorted but not de-duplicated", function()
-      local cfg = assert(config.load { file = FIX .. "list-urls.yml" })
+    it("refuses listen-peer-urls as a YAML list, as etcd's decoder (a comma-separated string)", function()
+      fails("ECONFIG", "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal array into Go struct "
+        .. "field configYAML.listen-peer-urls of type string", config.load { file = FIX .. "list-urls.yml" })
+    end)
+
+    it("sorts but does not de-duplicate the URLs of the file, as etcd", function()
+      local path = os.tmpname()
+      local fh = assert(io.open(path, "w"))
+      fh:write("listen-peer-urls: https://127.0.0.1:12382,http://127.0.0.1:12381,http://127.0.0.1:12381\n")
+      fh:close()
+      local cfg = assert(config.load { file = path })
+      os.remove(path)
       assert.same({ "http://127.0.0.1:12381", "http://127.0.0.1:12381", "https://127.0.0.1:12382" },
         cfg.listen_peer_urls)
     end)
@@ -164,19 +174,19 @@ describe("peerlisten.config", function()
       }, texts)
     end)
 
-    it("names every key with a wrong type", function()
-      local err = fails("ECONFIG", nil, config.load { file = FIX .. "bad-types.yml" })
-      assert.matches("listen-peer-urls: expected a URL string or a list of URL strings, got number", err, 1, true)
-      assert.matches("peer-transport-security.client-cert-auth: expected a boolean, got string", err, 1, true)
-      assert.matches("self-signed-cert-validity: expected a non-negative integer", err, 1, true)
-      assert.matches("invalid socket-options", err, 1, true)
+    it("reports the first key with a wrong type as etcd's decoder (keys in sorted order)", function()
+      -- listen-peer-urls: 2380 is the string "2380" to etcd's decoder, so the first error is the bool
+      fails("ECONFIG", "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal string into Go struct "
+        .. "field securityConfig.peer-transport-security.client-cert-auth of type bool",
+        config.load { file = FIX .. "bad-types.yml" })
     end)
 
     it("reports URL, YAML and file errors with etcd's words", function()
       fails("ECONFIG", 'unexpected error setting up listen-peer-urls: URL address does not have the form '
         .. '"host:port": http://127.0.0.1', config.load { file = FIX .. "bad-url.yml" })
       local err = fails("ECONFIG", nil, config.load { file = FIX .. "not-yaml.yml" })
-      assert.matches("^error converting YAML to JSON: yaml: line 2: ", err)
+      -- etcd 3.4.23 on this file: "yaml: line 1: did not find expected ',' or ']'"
+      assert.equal("error converting YAML to JSON: yaml: line 1: did not find expected ',' or ']'", err)
       fails("ECONFIG", "open " .. FIX .. "nonexistent.yml: no such file or directory",
         config.load { file = FIX .. "nonexistent.yml" })
       fails("ECONFIG", "read " .. FIX .. ": is a directory", config.load { file = FIX })
@@ -222,12 +232,18 @@ describe("peerlisten.config", function()
     it("reports flag errors as etcd's flag package (EUSAGE)", function()
       fails("EUSAGE", "flag provided but not defined: -bogus", config.load { args = { "--bogus" } })
       fails("EUSAGE", "flag needs an argument: -peer-cert-file", config.load { args = { "--peer-cert-file" } })
-      fails("EUSAGE", '"extra" is not a valid flag', config.load { args = { "--name", "x", "extra" } })
-      fails("ECONFIG", 'invalid value "http://127.0.0.1" for flag -listen-peer-urls: URL address does not '
+      -- a stray argument is etcd's own error (exit 1), quoted as each version quotes it
+      fails("ECONFIG", '"extra" is not a valid flag', config.load { args = { "--name", "x", "extra" } })
+      fails("ECONFIG", "'extra' is not a valid flag",
+        config.load { args = { "--name", "x", "extra" }, etcd_version = "3.5" })
+      -- a malformed value is refused by the flag package while parsing: exit status 2
+      fails("EUSAGE", 'invalid value "http://127.0.0.1" for flag -listen-peer-urls: URL address does not '
         .. 'have the form "host:port": http://127.0.0.1',
         config.load { args = { "--listen-peer-urls", "http://127.0.0.1" } })
-      fails("ECONFIG", 'invalid value "maybe" for flag -peer-auto-tls: parse error: strconv.ParseBool: '
-        .. 'parsing "maybe": invalid syntax', config.load { args = { "--peer-auto-tls=maybe" } })
+      fails("EUSAGE", 'invalid boolean value "maybe" for -peer-auto-tls: parse error',
+        config.load { args = { "--peer-auto-tls=maybe" } })
+      fails("EUSAGE", 'invalid value "fast" for flag -raft-read-timeout: parse error',
+        config.load { args = { "--raft-read-timeout", "fast" } })
     end)
 
     it("uses ETCD_* variables for flags not given and says so", function()
@@ -256,11 +272,32 @@ describe("peerlisten.config", function()
       assert.same({ "http://127.0.0.1:7" }, cfg.listen_peer_urls)
     end)
 
-    it("refuses a variable shadowed by its flag", function()
+    it("refuses a variable shadowed by its flag, in each version's words", function()
       fails("ECONFIG", 'conflicting environment variable "ETCD_LISTEN_PEER_URLS" is shadowed by corresponding '
         .. 'command-line flag (either unset environment variable or disable flag)',
         config.load { args = { "--listen-peer-urls", "http://127.0.0.1:1" },
+          env = { ETCD_LISTEN_PEER_URLS = "http://127.0.0.1:2" }, etcd_version = "3.4" })
+      fails("ECONFIG", "conflicting environment variable is shadowed by corresponding command-line flag (either "
+        .. "unset environment variable or disable flag)) (environment-variable=ETCD_LISTEN_PEER_URLS)",
+        config.load { args = { "--listen-peer-urls", "http://127.0.0.1:1" },
           env = { ETCD_LISTEN_PEER_URLS = "http://127.0.0.1:2" } })
+    end)
+
+    it("refuses an empty variable next to its flag, as etcd (systemd Environment=ETCD_X=)", function()
+      for _, v in ipairs { "3.4", "3.5", "3.6" } do
+        local _, err, code = config.load { args = { "--peer-cert-file", "/x.crt" },
+          env = { ETCD_PEER_CERT_FILE = "" }, etcd_version = v }
+        assert.equal("ECONFIG", code, v)
+        assert.matches("conflicting environment variable", err, 1, true)
+        assert.matches("ETCD_PEER_CERT_FILE", err, 1, true)
+      end
+      -- through a getenv function too (the process environment)
+      local _, err = config.load { args = { "--name", "n1" },
+        env = function(n) if n == "ETCD_NAME" then return "" end end, etcd_version = "3.4" }
+      assert.matches('conflicting environment variable "ETCD_NAME"', err, 1, true)
+      -- an empty variable alone is not applied
+      local cfg = assert(config.load { env = { ETCD_PEER_CERT_FILE = "" } })
+      assert.equal("", cfg.peer_transport_security.cert_file)
     end)
 
     it("reports env errors with the variable name", function()
@@ -274,7 +311,7 @@ describe("peerlisten.config", function()
       assert.equal(5, cfg.raft_read_timeout)
       assert.equal(7, cfg.raft_write_timeout)
       assert.equal(1, #notes_with(cfg, "raft-read-timeout increased to minimum value: 5s"))
-      fails("ECONFIG", nil, config.load { args = { "--raft-read-timeout", "fast" } })
+      fails("EUSAGE", nil, config.load { args = { "--raft-read-timeout", "fast" } })
     end)
   end)
 
@@ -290,8 +327,8 @@ describe("peerlisten.config", function()
       cfg = assert(config.load { file = FIX .. "peer-tls.yml" })
       by = {}
       for _, row in ipairs(config.explain(cfg)) do by[row.key] = row end
-      assert.equal("file", by["peer_transport_security.crl_file"].source)
-      assert.matches("peer%-tls.yml", by["peer_transport_security.crl_file"].text)
+      assert.equal("file", by["peer_transport_security.cert_file"].source)
+      assert.matches("peer%-tls.yml", by["peer_transport_security.cert_file"].text)
     end)
   end)
 end)

@@ -100,6 +100,54 @@ describe("peerlisten.log", function()
     end)
   end)
 
+  describe("invalid UTF-8 (client-controlled bytes such as a TLS server name)", function()
+    it("keeps every JSON line valid UTF-8: each invalid byte becomes \\ufffd, as zap writes it", function()
+      local lines = {}
+      local l = assert(log.new { sink = function(line) lines[#lines + 1] = line end, caller = false })
+      local sni = "h\xffst\xc3.\xe2\x82x\xed\xa0\x80\xc0\xaf\xf4\x90\x80\x80"
+      l:warn("rejected connection", { ["server-name"] = sni, [sni] = "k", nested = { sni } })
+      assert.is_truthy(utf8.len(lines[1]), lines[1])
+      local t = cjson.decode(lines[1])
+      local want = "h\u{fffd}st\u{fffd}.\u{fffd}\u{fffd}x" .. ("\u{fffd}"):rep(3) .. ("\u{fffd}"):rep(2)
+        .. ("\u{fffd}"):rep(4)
+      assert.equal(want, t["server-name"])
+      assert.equal("k", t[want])
+      assert.equal(want, t.nested[1])
+      assert.matches('"server-name":"h\\ufffdst', lines[1], 1, true)
+    end)
+
+    it("#interop keeps a listener's rejection line valid when a client sends SNI bytes >= 0x80", function()
+      local helper = require "helper"
+      local peerlisten = require "peerlisten"
+      if not helper.have("openssl") then pending("openssl not installed") return end
+      local dir = helper.tmpdir()
+      local cert, key = helper.selfsigned(dir)
+      local lines = {}
+      local l = assert(log.new { sink = function(line) lines[#lines + 1] = line end, caller = false })
+      local pol = assert(peerlisten.tls.policy { cert_file = cert, key_file = key, trusted_ca_file = cert,
+        client_cert_auth = true })
+      local lis = assert(peerlisten.listen { url = "https://127.0.0.1:0", tls = pol, logger = l })
+      lis:serve(function(c) c:close() end)
+      local _, port = lis:addr()
+      local pid = helper.bg(("printf '' | openssl s_client -connect 127.0.0.1:%d -servername \"$(printf 'h\\377\\376st')\""
+        .. " >/dev/null 2>&1"):format(port), dir .. "/out")
+      local ok = helper.wait_until(function() return #lines > 0 end, 20)
+      helper.kill(pid)
+      local client_out = helper.readfile(dir .. "/out")
+      lis:close()
+      pol:close()
+      helper.rmdir(dir)
+      assert.is_true(ok, "no rejection logged; openssl s_client said: " .. client_out)
+      assert.is_truthy(utf8.len(lines[1]), lines[1])
+      assert.equal("h\u{fffd}\u{fffd}st", cjson.decode(lines[1])["server-name"])
+    end)
+
+    it("leaves valid multi-byte UTF-8 as it is", function()
+      local s = "gr\u{fc}\u{df}e \u{65e5}\u{672c} \u{1f512}"
+      assert.equal('"' .. s .. '"', log.encode(s))
+    end)
+  end)
+
   describe(".capture()", function()
     it("records entries as tables", function()
       local l = log.capture()

@@ -71,7 +71,11 @@ describe("rockspec", function()
           end
           for m in helper.readfile(f):gmatch('optional%.require%s*%(?%s*"([%w_%.]+)"') do used[m] = true end
         end
-        for m in pairs(used) do assert.is_true(declared[m] or false, m .. " is required but not a dependency") end
+        local providers = require("peerlisten.optional").PROVIDERS
+        for m in pairs(used) do
+          local rock = providers[m] and providers[m].rock or m
+          assert.is_true(declared[rock] or false, m .. " is required but its rock " .. rock .. " is not a dependency")
+        end
         local makefile = helper.readfile("Makefile")
         for d in pairs(declared) do
           local deb = DEBIAN[d]

@@ -1,10 +1,14 @@
 --- The preflight: would etcd start its peer listeners with this configuration?
 --
--- `check(cfg, opts)` runs `configure_peer_listeners` for real (binding every
--- URL, building the TLS policy, generating the auto-TLS pair if configured),
--- closes everything again, then checks the peer certificate beyond what etcd
--- checks at startup. It returns one report table, the object that
--- `peerlisten check --json` prints:
+-- `check(cfg, opts)` does what etcd does on its way to serving peers, for
+-- the etcd version the configuration was loaded for (`config.load`'s
+-- `etcd_version`; newest otherwise): opens the log outputs, runs
+-- `configure_peer_listeners` for real (binding every URL, building the TLS
+-- policy, generating the auto-TLS pair if configured), loads the peer key
+-- pair and CA as etcd's peer client does (also for http URLs) and the CRL
+-- as the listener does on a handshake, closes everything again, then checks
+-- the peer certificate beyond what etcd checks at startup. It returns one
+-- report table, the object that `peerlisten check --json` prints:
 --
 --    {
 --      ok = true | false,        -- etcd would start its peer listeners
@@ -12,6 +16,9 @@
 --      warnings = { { level =, msg =, fields =, text = }, ... },
 --      listeners = { { url =, address = "host:port" or socket path, tls = bool }, ... },
 --      certificates = { { file =, subject =, not_after = RFC 3339, days_left =, sans = }, ... },
+--      notes = { { level = "info", msg = }, ... },   -- facts worth one line (auto-TLS)
+--      etcd_version = "3.4.23",     -- the etcd release predicted for
+--      differences = { { id =, text =, key = }, ... },   -- differences from etcd applied
 --      explain = { { key = yaml key, value =, source = }, ... },   -- only with opts.explain
 --    }
 --
@@ -23,8 +30,10 @@
 
 local cert = require "peerlisten.cert"
 local config = require "peerlisten.config"
+local etcd_versions = require "peerlisten.etcd_versions"
 local log = require "peerlisten.log"
 local peers = require "peerlisten.peers"
+local startup = require "peerlisten.startup"
 
 local M = {}
 
@@ -45,14 +54,25 @@ end
 -- @tparam string err
 -- @tparam string code
 -- @treturn table the report
-function M.failure(err, code)
-  return { ok = false, error = err, code = code, warnings = {}, listeners = {}, certificates = {} }
+-- @tparam[opt] table extra `etcd_version`, `differences`
+function M.failure(err, code, extra)
+  extra = extra or {}
+  return { ok = false, error = err, code = code, warnings = {}, listeners = {}, certificates = {}, notes = {},
+    etcd_version = extra.etcd_version, differences = extra.differences or {} }
+end
+
+local function add_difference(report, id, key)
+  for _, d in ipairs(report.differences) do
+    if d.id == id and d.key == key then return end
+  end
+  report.differences[#report.differences + 1] = { id = id, text = etcd_versions.DIFFERENCES[id], key = key }
 end
 
 -- The peer certificate: key match, validity, SANs covering the https URL
 -- hosts, the key usages a peer needs, and the chain against the trusted CA.
--- Warnings only: etcd starts with all of these wrong.
-local function check_certificate(cfg, files, warn, certs)
+-- Warnings only: etcd starts with all of these wrong. `auto`: etcd's auto-TLS
+-- pair, whose peers verify nothing (only its validity is reported).
+local function check_certificate(cfg, files, warn, certs, auto)
   if files.cert_file == "" or files.key_file == "" then return end
   local list = cert.inspect_chain(files.cert_file)
   if not list then return end
@@ -60,6 +80,7 @@ local function check_certificate(cfg, files, warn, certs)
   local file = files.cert_file
   certs[#certs + 1] = { file = file, subject = info.subject, not_after = info.not_after_rfc3339,
     days_left = info.days_left, sans = info.sans }
+  if auto then return end
   local mok, merr = cert.matches_key(file, files.key_file)
   if not mok then warn("peer certificate and key do not match", { ["cert-file"] = file, error = merr }) end
   local now = os.time()
@@ -107,6 +128,9 @@ local function check_listeners(cfg, report, capture)
   local set, err, code = peers.configure_peer_listeners(cfg, { logger = capture })
   if not set then
     report.error, report.code = err, code
+    if tostring(err):find("leave no TLS 1.2 cipher suite", 1, true) then
+      add_difference(report, "tls12_without_suite")
+    end
     return nil
   end
   for i = 1, #set do
@@ -122,6 +146,27 @@ local function check_listeners(cfg, report, capture)
   -- a preflight keeps nothing open
   if set.policy then set.policy:close() end
   return files
+end
+
+-- What etcd does after binding its listeners and before it serves peers,
+-- and the CRL the listener loads on each handshake.
+local function after_listeners(cfg, report, warn)
+  local ok, err, code = startup.peer_client(cfg)
+  if not ok then return nil, err, code end
+  local pts = cfg.peer_transport_security
+  local crl, cerr, ccode = startup.crl(cfg)
+  if crl == nil then
+    if startup.mtls(cfg) then
+      add_difference(report, "crl_checked", "peer-crl-file")
+      return nil, ("peer CRL file %s cannot be used (%s): every peer presenting a client certificate would be "
+        .. "refused"):format(pts.crl_file, cerr), ccode
+    end
+    warn("peer CRL file cannot be used; a peer presenting a client certificate would be refused",
+      { ["crl-file"] = pts.crl_file, error = cerr })
+  elseif crl and crl.next_update and crl.next_update < os.time() then
+    warn("peer CRL is past its nextUpdate", { ["crl-file"] = crl.file })
+  end
+  return true
 end
 
 --- Runs the preflight.
@@ -142,11 +187,37 @@ function M.check(cfg, opts)
       report.warnings[#report.warnings + 1] = { level = n.level, msg = n.msg, fields = n.fields, text = n.text }
     end
   end
+  report.etcd_version = cfg._etcd_version or etcd_versions.NEWEST
+  for _, d in ipairs(cfg._differences or {}) do
+    report.differences[#report.differences + 1] = d
+  end
+  local prof = cfg._profile or etcd_versions.resolve(report.etcd_version)
+  for _, u in ipairs(cfg._peer_urls) do
+    if u.scheme == "unixs" and not prof.unixs_tls then add_difference(report, "unixs_plain", u.url) end
+  end
   local capture = log.capture { level = "info" }
-  local files = check_listeners(cfg, report, capture)
+  -- etcd opens its log outputs while validating, before any listener
+  local lok, lerr, lcode = startup.log_outputs(cfg)
+  local files
+  if lok then
+    files = check_listeners(cfg, report, capture)
+  else
+    report.error, report.code = lerr, lcode
+  end
   if files then
-    report.ok = true
-    check_certificate(cfg, files, function(m, f) capture:warn(m, f) end, report.certificates)
+    local ok, aerr, acode = after_listeners(cfg, report, function(m, f) capture:warn(m, f) end)
+    if ok then
+      report.ok = true
+      local pts = cfg.peer_transport_security
+      local auto = pts.auto_tls and pts.cert_file == "" and pts.key_file == ""
+      if auto then
+        report.notes[#report.notes + 1] = { level = "info", msg = "peer auto-TLS: peers do not verify each "
+          .. "other's certificates (etcd skips verification for auto-TLS peers)" }
+      end
+      check_certificate(cfg, files, function(m, f) capture:warn(m, f) end, report.certificates, auto)
+    else
+      report.error, report.code = aerr, acode
+    end
   end
   for _, e in ipairs(capture.entries) do
     if is_warning(e) then

@@ -13,6 +13,7 @@ local peerlisten = require "peerlisten"
 local check = require "peerlisten.check"
 local cli_args = require "peerlisten.cli_args"
 local commands = require "peerlisten.cli_commands"
+local etcd_versions = require "peerlisten.etcd_versions"
 local responder = require "peerlisten.responder"
 
 local config = peerlisten.config
@@ -52,14 +53,33 @@ local function logger_for(cfg, stderr)
   return log.new { level = cfg and cfg.log_level or "info", format = log_format(cfg), outputs = outputs }
 end
 
-local function load_config(args, env)
-  return config.load { args = args, env = env or os.getenv }
+-- The etcd profile to follow: --etcd-version, else the installed etcd's
+-- version (--etcd BIN, or etcd on the PATH of env), else the newest modelled.
+local function choose_version(o, env)
+  local path
+  if type(env) == "table" then path = env.PATH
+  else path = (env or os.getenv)("PATH") end
+  return etcd_versions.choose { version = o["etcd-version"], bin = o.etcd, path = path }
+end
+
+local function load_config(args, env, prof)
+  return config.load { args = args, env = env or os.getenv, etcd_version = prof }
 end
 
 -- serve --------------------------------------------------------------------
 
 local function cmd_serve(args, _, err, env)
-  local cfg, msg, code = load_config(args, env)
+  local vo, rest = cli_args.parse(commands.serve, args)
+  if not vo then
+    err("peerlisten serve: ", rest, "\n", "Run 'peerlisten serve --help' for usage.\n")
+    return 2
+  end
+  local prof, how = choose_version(vo, env)
+  if not prof then
+    err("peerlisten serve: ", how, "\n")
+    return 2
+  end
+  local cfg, msg, code = load_config(rest, env, prof)
   if not cfg then
     err("peerlisten serve: ", msg, "\n")
     if code == "EUSAGE" then err("Run 'peerlisten serve --help' for usage.\n") end
@@ -121,16 +141,22 @@ local function cmd_check(args, out, err, env)
     err("peerlisten check: ", rest, "\n", "Run 'peerlisten check --help' for usage.\n")
     return 2
   end
-  local cfg, msg, code = load_config(rest, env)
-  if not cfg and code == "EUSAGE" then
-    err("peerlisten check: ", msg, "\n", "Run 'peerlisten check --help' for usage.\n")
+  local prof, how, vwarn = choose_version(flags, env)
+  if not prof then
+    err("peerlisten check: ", how, "\n", "Run 'peerlisten check --help' for usage.\n")
     return 2
   end
-  local report = cfg and peerlisten.check(cfg, { explain = flags.explain }) or check.failure(msg, code)
+  local cfg, msg, code, extra = load_config(rest, env, prof)
+  local report = cfg and peerlisten.check(cfg, { explain = flags.explain })
+    or check.failure(msg, code, { etcd_version = prof.version, differences = extra and extra.differences })
+  report.etcd_version_source = how
+  if vwarn then table.insert(report.warnings, 1, { level = "warn", msg = vwarn }) end
 
   if flags.json then
     out(log.encode(report), "\n")
-  else
+  elseif code ~= "EUSAGE" then
+    local v = "etcd " .. report.etcd_version
+    out("predicting for ", v, " (", how, ")\n")
     if report.explain then
       out("Effective configuration (value, source):\n")
       for _, row in ipairs(config.explain(cfg)) do out("  ", row.text, "\n") end
@@ -139,6 +165,10 @@ local function cmd_check(args, out, err, env)
       local f = field_text(w.fields)
       out(w.level, ": ", w.text or w.msg, (f ~= "" and not w.text) and (" (" .. f .. ")") or "", "\n")
     end
+    for _, n in ipairs(report.notes) do out("info: ", n.msg, "\n") end
+    for _, d in ipairs(report.differences) do
+      out("difference from etcd", d.key and (" (" .. d.key .. ")") or "", ": ", d.text, "\n")
+    end
     for _, l in ipairs(report.listeners) do
       out("ok: ", l.url, " can be bound (", l.address, l.tls and ", TLS" or "", ")\n")
     end
@@ -146,13 +176,18 @@ local function cmd_check(args, out, err, env)
       out("ok: certificate ", c.file, " valid until ", tostring(c.not_after), "\n")
     end
     if report.ok then
-      out("PASS: etcd would start its peer listeners with this configuration\n")
+      out("PASS: ", v, " would start its peer listeners with this configuration\n")
     else
-      out("FAIL: ", tostring(report.error), "\n")
+      out("FAIL: ", v, " would not start: ", tostring(report.error), "\n")
     end
   end
   if not report.ok then
     err("peerlisten check: ", tostring(report.error), "\n")
+    -- what etcd's flag package refuses (etcd exits 2 and prints its usage)
+    if code == "EUSAGE" then
+      err("Run 'peerlisten check --help' for usage.\n")
+      return 2
+    end
     return 1
   end
   return 0

@@ -23,16 +23,17 @@ end
 local function etcd_flags()
   local peer = { { "config-file", "FILE", "etcd's YAML config file (ETCD_CONFIG_FILE); when given, the other flags "
     .. "and ETCD_* variables are ignored, as etcd does" } }
+  local names, aliases, versioned = config.other_flags()
   for _, o in ipairs(config.options()) do
     local meta
     if o.type ~= "bool" then
       meta = o.flag:match("file$") and "FILE" or o.flag:match("dir$") and "DIR" or META[o.type] or "VALUE"
     end
     local text = o.env .. (o.type == "bool" and "; a flag, or --" .. o.flag .. "=false" or "")
+    if versioned[o.flag] then text = text .. "; not in every etcd version" end
     if o.flag == "log-format" then text = text .. "; json or console (unless given: console at a terminal)" end
     peer[#peer + 1] = { o.flag, meta, text, default = show_default(o.default) }
   end
-  local names, aliases = config.other_flags()
   local old = {}
   for name in pairs(aliases) do old[#old + 1] = name end
   table.sort(old)
@@ -41,19 +42,25 @@ local function etcd_flags()
   end
   local other = {}
   for _, name in ipairs(names) do
-    if name ~= "config-file" then other[#other + 1] = name end
+    if name ~= "config-file" then other[#other + 1] = name .. (versioned[name] and "*" or "") end
   end
   return {
     { title = "etcd flags for the peer listeners (or their ETCD_* variables, or a config file):", options = peer },
-    { title = "Other etcd flags (accepted, as etcd does, and ignored):", names = other },
+    { title = "Other etcd flags, accepted as the chosen etcd version does and ignored (* not in every etcd "
+      .. "version; 3.5 and 3.6 also take any --experimental-* flag):", names = other },
   }
 end
 
 local PASSTHROUGH = { groups = etcd_flags }
 
+local ETCD_VERSION = { "etcd-version", "V", "the etcd to follow: 3.4, 3.5, 3.6 (modelled as 3.4.23, 3.5.33, "
+  .. "3.6.14) or a full version such as 3.5.9; default: what `etcd --version` reports (--etcd BIN, or etcd on "
+  .. "the PATH), else the newest" }
+local ETCD_BIN = { "etcd", "BIN", "the etcd binary whose version to follow" }
+
 M.serve = {
   name = "serve",
-  synopsis = "[etcd flags | --config-file FILE]",
+  synopsis = "[--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]",
   summary = "etcd's peer listeners from etcd's flags or config file, answering peer probes until "
     .. "SIGINT/SIGTERM.",
   text = [[
@@ -63,45 +70,54 @@ small HTTP/1.1 peer-probe responder (keep-alive): GET /health -> 200
 {"health":"true"}, GET /version -> 200 JSON, anything else -> 404.
 SIGINT or SIGTERM closes every listener (1 s each) and exits 0.
 With no arguments it runs on etcd's defaults (http://localhost:2380,
-data dir default.etcd). Logs go to stderr: console lines at a terminal,
-etcd's JSON lines otherwise; --log-format decides when given.]],
-  options = {},
+data dir default.etcd). Flags and keys follow the etcd version chosen as for
+`check` (so --etcd-version 3.4 refuses --socket-reuse-port, as etcd 3.4
+does). Logs go to stderr: console lines at a terminal, etcd's JSON lines
+otherwise; --log-format decides when given.]],
+  options = { ETCD_VERSION, ETCD_BIN },
   passthrough = PASSTHROUGH,
   examples = {
     "peerlisten serve",
     "peerlisten serve --listen-peer-urls https://10.0.0.1:2380 --peer-auto-tls --data-dir n1.etcd",
-    "peerlisten serve --config-file /etc/etcd/etcd.yaml",
+    "peerlisten serve --config-file /etc/etcd/etcd.yaml --etcd-version 3.5",
     "ETCD_LISTEN_PEER_URLS=http://127.0.0.1:12380 peerlisten serve --log-format json",
   },
   exit = {
     { 0, "stopped by SIGINT or SIGTERM" },
     { 1, "the configuration is invalid or a listener could not be created (everything opened is closed)" },
-    { 2, "usage error: a flag etcd does not know, a malformed flag value" },
+    { 2, "usage error: what etcd's flag package refuses too (unknown flag, malformed flag value), an unknown "
+      .. "--etcd-version" },
   },
 }
 
 M.check = {
   name = "check",
-  synopsis = "[--json] [--explain] [etcd flags | --config-file FILE]",
-  summary = "preflight: would etcd start its peer listeners with this configuration?",
+  synopsis = "[--json] [--explain] [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]",
+  summary = "preflight: would this etcd version start its peer listeners with this configuration?",
   text = [[
-Runs the whole peer-listener configuration (binding every URL, building every
-TLS policy, generating the auto-TLS pair if configured), checks certificates
-(key match, expiry, SANs covering the URL hosts, key usages a peer needs),
-then releases everything. Prints warnings and a verdict on stdout.]],
+Predicts whether etcd would start its peer listeners with this configuration:
+loads it as that etcd version does (flags, ETCD_* variables, YAML types),
+opens the log outputs, binds every URL, builds every TLS policy (generating
+the auto-TLS pair if configured), loads the peer key pair and CA as etcd's
+peer client does (also for http URLs) and the CRL file as the listener does,
+checks certificates (expiry, SANs covering the URL hosts, key usages), then
+releases everything. Prints warnings and a verdict on stdout.]],
   options = {
-    { "json", nil, "one JSON object: ok, error, code, warnings, listeners, certificates" },
+    ETCD_VERSION, ETCD_BIN,
+    { "json", nil, "one JSON object: ok, error, code, warnings, listeners, certificates, etcd_version, "
+      .. "differences" },
     { "explain", nil, "also every effective setting and where it came from" },
   },
   passthrough = PASSTHROUGH,
   examples = {
     "peerlisten check --listen-peer-urls https://127.0.0.1:2380 --peer-auto-tls",
-    "peerlisten check --json --config-file etcd.yaml",
+    "peerlisten check --etcd-version 3.4 --json --config-file etcd.yaml",
   },
   exit = {
-    { 0, "PASS: etcd would start its peer listeners with this configuration" },
+    { 0, "PASS: that etcd would start its peer listeners with this configuration" },
     { 1, "FAIL: it would not (the reason is printed)" },
-    { 2, "usage error: a flag etcd does not know, a malformed flag value" },
+    { 2, "usage error: what etcd's flag package refuses too (unknown flag, malformed flag value: etcd exits 2 "
+      .. "as well), an unknown --etcd-version" },
   },
 }
 

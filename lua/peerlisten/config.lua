@@ -18,15 +18,20 @@
 -- variable`, unknown-key warnings), `_sources`, where each value came from
 -- (see `explain`), `_other`, keys etcd knows that do not concern peer
 -- listeners (kept, unused), `_peer_urls`, the listen-peer URLs parsed
--- (`url.parse` tables, in the order of `listen_peer_urls`), and `_file`, the
--- config file path.
--- Failures are `nil, message, "ECONFIG"`; a malformed command line is
--- `nil, message, "EUSAGE"` (the CLI exits 2 for it, as etcd's flag package).
+-- (`url.parse` tables, in the order of `listen_peer_urls`), `_file`, the
+-- config file path, `_etcd_version` and `_profile`, the etcd release whose
+-- rules were applied (peerlisten.etcd_versions), and `_differences`, the
+-- differences from that etcd applied on purpose (`{ id =, text =, key = }`).
+-- Failures are `nil, message, "ECONFIG"`; what etcd's flag package refuses
+-- (unknown flag, malformed value) is `nil, message, "EUSAGE"` (the CLI exits
+-- 2 for it, as etcd does).
 -- @module peerlisten.config
 
 local core = require "peerlisten.core"
 local optional = require "peerlisten.optional"
 local url = require "peerlisten.url"
+local etcd_versions = require "peerlisten.etcd_versions"
+local etcd_yaml = require "peerlisten.etcd_yaml"
 
 local M = {}
 
@@ -117,6 +122,10 @@ local CLIENT_SECURITY_KEYS = { ["cert-file"] = true, ["key-file"] = true, ["clie
   ["client-key-file"] = true, ["client-cert-auth"] = true, ["trusted-ca-file"] = true, ["auto-tls"] = true,
   ["allowed-cn"] = true, ["allowed-hostname"] = true, ["crl-file"] = true,
   ["skip-client-san-verification"] = true }
+
+-- Top-level YAML keys that only some etcd versions read.
+local YAML_VERSIONED = { ["tls-min-version"] = true, ["tls-max-version"] = true,
+  ["self-signed-cert-validity"] = true, ["log-format"] = true, ["socket-options"] = true }
 
 local SUBTABLES = { peer_transport_security = true, socket_options = true }
 
@@ -267,6 +276,66 @@ local function coerce(opt, v, from)
   error("unknown option type " .. tostring(t))
 end
 
+-- Flags that only some etcd versions define: the profile row that has them.
+local FLAG_ROW = { ["tls-min-version"] = "tls_version_flags", ["tls-max-version"] = "tls_version_flags",
+  ["socket-reuse-port"] = "socket_flags", ["socket-reuse-address"] = "socket_flags",
+  ["peer-client-cert-file"] = "peer_client_cert_flags", ["peer-client-key-file"] = "peer_client_cert_flags",
+  ["self-signed-cert-validity"] = "self_signed_validity_flag", ["raft-read-timeout"] = "raft_timeout_flags",
+  ["raft-write-timeout"] = "raft_timeout_flags", ["log-format"] = "log_format_flag",
+  ["peer-skip-client-san-verification"] = "skip_san_flag", debug = "debug_flags",
+  ["log-package-levels"] = "debug_flags" }
+
+-- etcd 3.4.23's experimental flags (true: boolean); later versions have many
+-- more, and any experimental-* flag is accepted for them.
+local EXPERIMENTAL_34 = { ["experimental-initial-corrupt-check"] = true, ["experimental-corrupt-check-time"] = false,
+  ["experimental-enable-v2v3"] = false, ["experimental-backend-bbolt-freelist-type"] = false,
+  ["experimental-enable-lease-checkpoint"] = true, ["experimental-compaction-batch-limit"] = false,
+  ["experimental-watch-progress-notify-interval"] = false, ["experimental-warning-apply-duration"] = false }
+
+local function flag_defined(prof, name)
+  local row = FLAG_ROW[name]
+  if row then return prof[row] end
+  return BY_FLAG[name] ~= nil or OTHER_FLAGS[name] ~= nil or EXPERIMENTAL_34[name] ~= nil
+    or (prof.line ~= "3.4" and name:match("^experimental%-") ~= nil)
+end
+
+local LOG_LEVELS = { debug = true, info = true, warn = true, error = true, dpanic = true, panic = true, fatal = true }
+
+-- The URL-list options for url.parse_list under a profile.
+local function url_opts(prof, from)
+  return { sort = from ~= "table", unique = (from == "flag" or from == "env") and prof.unique_flag_urls,
+    unix_hostport = not prof.unix_any_path }
+end
+
+-- Checks a flag value the way Go's flag package does while parsing (a bad
+-- one is a usage error, exit status 2). Returns true or nil, message.
+local function flag_value_ok(opt, name, value, prof)
+  if opt.type == "bool" then
+    if coerce(opt, value, "flag") == nil then
+      return nil, ("invalid boolean value %q for -%s: parse error"):format(value, name)
+    end
+  elseif opt.type == "urls" then
+    if value ~= "" then
+      local ok, err = url.parse_list(value, url_opts(prof, "flag"))
+      if not ok then return nil, ("invalid value %q for flag -%s: %s"):format(value, name, err) end
+    end
+  elseif opt.type == "uint" or opt.type == "duration" then
+    if coerce(opt, value, "flag") == nil then
+      return nil, ("invalid value %q for flag -%s: parse error"):format(value, name)
+    end
+  end
+  return true
+end
+
+local function add_difference(diffs, id, fields)
+  for _, d in ipairs(diffs) do
+    if d.id == id and (d.key == (fields and fields.key)) then return end
+  end
+  local d = { id = id, text = etcd_versions.DIFFERENCES[id] }
+  for k, v in pairs(fields or {}) do d[k] = v end
+  diffs[#diffs + 1] = d
+end
+
 local function set_path(cfg, key, value)
   local a, b = key:match("^([^.]+)%.(.+)$")
   if a then
@@ -292,69 +361,11 @@ local function tls_error(cfg)
   policy:close()
 end
 
--- Builds the validated table. `raw` maps option keys to raw values, `sources`
--- maps option keys to "table"/"file"/"flag"/"env". `notes` collects log
--- entries. `errors` collects messages.
-local function build(raw, sources, notes, errors, mode)
-  local cfg = { _notes = notes, _sources = {}, _other = {} }
-  local peer_urls
-  for _, o in ipairs(OPTIONS) do
-    local opt = o.opt
-    local v, from = raw[opt.key], sources[opt.key]
-    local value
-    if v ~= nil then
-      local shown = (from == "file") and opt.yaml or (from == "flag" and "--" .. opt.flag)
-        or (from == "env" and opt.env) or opt.key
-      if opt.type == "urls" then
-        if type(v) == "string" and v == "" or type(v) == "table" and #v == 0 then
-          v, from = nil, nil
-        else
-          local ok, err = coerce(opt, v, from)
-          if not ok then
-            errors[#errors + 1] = shown .. ": " .. err
-          else
-            local list, perr = url.parse_list(v, { sort = from ~= "table", unique = from == "flag" or from == "env" })
-            if not list then
-              if from == "file" then
-                errors[#errors + 1] = "unexpected error setting up listen-peer-urls: " .. perr
-              elseif from == "flag" then
-                errors[#errors + 1] = ("invalid value %q for flag -listen-peer-urls: %s"):format(v, perr)
-              elseif from == "env" then
-                errors[#errors + 1] = ("invalid value %q for %s: %s"):format(v, opt.env, perr)
-              else
-                errors[#errors + 1] = "listen_peer_urls: " .. perr
-              end
-            else
-              peer_urls = list
-              value = url.strings(list)
-            end
-          end
-        end
-      else
-        local c, err = coerce(opt, v, from)
-        if c == nil then
-          if from == "flag" then
-            errors[#errors + 1] = ("invalid value %q for flag -%s: %s"):format(tostring(v), opt.flag, err)
-          elseif from == "env" then
-            errors[#errors + 1] = ("invalid value %q for %s: %s"):format(tostring(v), opt.env, err)
-          else
-            errors[#errors + 1] = shown .. ": " .. err
-          end
-        else
-          value = c
-        end
-      end
-    end
-    if value == nil and v == nil then from = nil end
-    if value == nil then
-      value = copy(opt.default)
-      if opt.type == "urls" then value = { opt.default } end
-    end
-    set_path(cfg, opt.key, value)
-    cfg._sources[opt.key] = from or "default"
-  end
-
-  -- etcd's post-processing and Validate() checks
+-- etcd's post-processing and Validate() checks on a built configuration,
+-- under profile `prof`. Collects messages in `errors`; returns true when one
+-- of them is a usage error (exit status 2 for etcd).
+local function validate(cfg, mode, prof, notes, errors, peer_urls)
+  local usage = false
   if cfg.self_signed_cert_validity == 0 and cfg._sources.self_signed_cert_validity == "file" then
     cfg.self_signed_cert_validity = 1
   end
@@ -383,22 +394,125 @@ local function build(raw, sources, notes, errors, mode)
   end
   local terr = tls_error(cfg)
   if terr then errors[#errors + 1] = terr end
-  local levels = { debug = 1, info = 1, warn = 1, error = 1, dpanic = 1, panic = 1, fatal = 1 }
-  if not levels[cfg.log_level] then
+  if not LOG_LEVELS[cfg.log_level] then
     errors[#errors + 1] = ('unknown log level "%s"'):format(cfg.log_level)
-  end
-  if cfg.log_format ~= "json" and cfg.log_format ~= "console" then
-    errors[#errors + 1] = ('unknown log format "%s" (must be one of: json, console)'):format(cfg.log_format)
-  end
-  if cfg.logger ~= "zap" then
-    if cfg.logger == "capnslog" then
-      notes[#notes + 1] = { level = "warn", msg = "logger capnslog is not supported; using zap" }
-    else
-      errors[#errors + 1] = ('unknown logger option "%s"'):format(cfg.logger)
+    if mode ~= "table" then
+      -- etcd panics (exit status 2) here; a clean message instead
+      usage = true
+      add_difference(cfg._differences, "log_level_panic")
     end
   end
+  if cfg.log_format ~= "json" and cfg.log_format ~= "console" then
+    errors[#errors + 1] = ('unknown log format: %s, supported values json, console'):format(cfg.log_format)
+  end
+  if cfg._sources.logger == "default" and prof.capnslog then cfg.logger = "capnslog" end
+  if cfg.logger == "capnslog" then
+    if not prof.capnslog then
+      errors[#errors + 1] = "--logger=capnslog is removed in v3.5"
+    else
+      for _, o in ipairs(cfg.log_outputs) do
+        if o ~= "default" and o ~= "stderr" and o ~= "stdout" then
+          errors[#errors + 1] = ('unknown log-output "%s" (only supports "default", "stderr", "stdout")'):format(o)
+          break
+        end
+      end
+      add_difference(cfg._differences, "capnslog_format")
+    end
+  elseif cfg.logger ~= "zap" then
+    errors[#errors + 1] = ('unknown logger option "%s"'):format(cfg.logger)
+  end
+  local pts = cfg.peer_transport_security
+  if mode ~= "table" and pts.cert_file ~= "" and pts.key_file ~= ""
+    and #pts.allowed_cn > 0 and #pts.allowed_hostname > 0 then
+    -- etcd checks this for its listeners and for its own peer client, so also
+    -- with http URLs only
+    if prof.allowed_list_flags then
+      local function golist(l)
+        local q = {}
+        for i, x in ipairs(l) do q[i] = ("%q"):format(x) end
+        return "[" .. table.concat(q, " ") .. "]"
+      end
+      errors[#errors + 1] = ("AllowedCNs and AllowedHostnames are mutually exclusive (cns=%s, hostnames=%s)")
+        :format(golist(pts.allowed_cn), golist(pts.allowed_hostname))
+    else
+      errors[#errors + 1] = ("AllowedCN and AllowedHostname are mutually exclusive (cn=%q, hostname=%q)")
+        :format(pts.allowed_cn[1], pts.allowed_hostname[1])
+    end
+  end
+  return usage
+end
+
+-- Builds the validated table. `raw` maps option keys to raw values, `sources`
+-- maps option keys to "table"/"file"/"flag"/"env". `notes` collects log
+-- entries. `errors` collects messages.
+local function build(raw, sources, notes, errors, mode, prof, diffs)
+  prof = prof or etcd_versions.resolve(etcd_versions.NEWEST)
+  local cfg = { _notes = notes, _sources = {}, _other = {}, _etcd_version = prof.version, _profile = prof,
+    _differences = diffs or {} }
+  local peer_urls
+  for _, o in ipairs(OPTIONS) do
+    local opt = o.opt
+    local v, from = raw[opt.key], sources[opt.key]
+    local value
+    if v ~= nil then
+      local shown = (from == "file") and opt.yaml or (from == "flag" and "--" .. opt.flag)
+        or (from == "env" and opt.env) or opt.key
+      if opt.type == "urls" then
+        if type(v) == "string" and v == "" or type(v) == "table" and #v == 0 then
+          v, from = nil, nil
+        else
+          local ok, err = coerce(opt, v, from)
+          if not ok then
+            errors[#errors + 1] = shown .. ": " .. err
+          else
+            local list, perr = url.parse_list(v, url_opts(prof, from))
+            if not list then
+              if from == "file" then
+                errors[#errors + 1] = "unexpected error setting up listen-peer-urls: " .. perr
+              elseif from == "flag" then
+                errors[#errors + 1] = ("invalid value %q for flag -listen-peer-urls: %s"):format(v, perr)
+              elseif from == "env" then
+                errors[#errors + 1] = ("invalid value %q for %s: %s"):format(v, opt.env, perr)
+              else
+                errors[#errors + 1] = "listen_peer_urls: " .. perr
+              end
+            else
+              peer_urls = list
+              value = url.strings(list)
+            end
+          end
+        end
+      else
+        local c, err = coerce(opt, v, from)
+        if (from == "flag" or from == "env") and not prof.allowed_list_flags
+          and (opt.flag == "peer-cert-allowed-cn" or opt.flag == "peer-cert-allowed-hostname") then
+          c = v == "" and {} or { v }   -- one string before etcd 3.5.15: "a,b" is one name
+        end
+        if c == nil then
+          if from == "flag" then
+            errors[#errors + 1] = ("invalid value %q for flag -%s: %s"):format(tostring(v), opt.flag, err)
+          elseif from == "env" then
+            errors[#errors + 1] = ("invalid value %q for %s: %s"):format(tostring(v), opt.env, err)
+          else
+            errors[#errors + 1] = shown .. ": " .. err
+          end
+        else
+          value = c
+        end
+      end
+    end
+    if value == nil and v == nil then from = nil end
+    if value == nil then
+      value = copy(opt.default)
+      if opt.type == "urls" then value = { opt.default } end
+    end
+    set_path(cfg, opt.key, value)
+    cfg._sources[opt.key] = from or "default"
+  end
+
+  local usage = validate(cfg, mode, prof, notes, errors, peer_urls)
   if #errors > 0 then
-    return nil, table.concat(errors, "; "), "ECONFIG"
+    return nil, table.concat(errors, "; "), usage and "EUSAGE" or "ECONFIG"
   end
   validated[cfg] = true
   return cfg
@@ -469,7 +583,7 @@ local function is_null(v)
 end
 
 -- Reads an etcd YAML file into raw option values.
-local function read_file(path, raw, sources, notes, errors, other)
+local function read_file(path, raw, sources, notes, errors, other, prof, diffs)
   -- Go's os.ReadFile wording, as etcd reports it: "open <path>: no such file or directory"
   local function os_error(op, msg)
     local reason = tostring(msg)
@@ -487,11 +601,21 @@ local function read_file(path, raw, sources, notes, errors, other)
   if not ok then
     local msg = tostring(doc)
     local line, rest = msg:match("^(%d+):%d+: (.*)$")
-    if line then msg = ("yaml: line %d: %s"):format(tonumber(line) + 1, rest) end
+    if line then msg = ("yaml: line %d: %s"):format(tonumber(line), rest) end
     return nil, ("error converting YAML to JSON: %s"):format(msg)
   end
+  local shape = etcd_yaml.shape(text)
+  if shape then
+    local terr, ignored = etcd_yaml.check(shape, prof)
+    if ignored then add_difference(diffs, "ignored_security_key", { key = ignored }) end
+    if terr then return nil, terr end
+  end
   if doc == nil or is_null(doc) then doc = {} end
-  if type(doc) ~= "table" then return nil, ("config file %s: expected a mapping at the top level"):format(path) end
+  if type(doc) ~= "table" then
+    return nil, ("error unmarshaling JSON: while decoding JSON: json: cannot unmarshal %s into Go value of type "
+      .. "embed.configYAML"):format(type(doc) == "boolean" and "bool" or type(doc))
+  end
+  local top, sec = etcd_yaml.schema(prof)
   local keys = {}
   for k in pairs(doc) do keys[#keys + 1] = tostring(k) end
   table.sort(keys)
@@ -501,6 +625,9 @@ local function read_file(path, raw, sources, notes, errors, other)
     if under == "peer_transport_security" or under == "socket_options" or under == "client_transport_security" then
       if is_null(v) then
         v = nil
+        if under == "peer_transport_security" and prof.null_security_invalid then
+          errors[#errors + 1] = "invalid peer-transport-security"
+        end
       elseif type(v) ~= "table" then
         errors[#errors + 1] = under == "peer_transport_security" and "invalid peer-transport-security"
           or ("invalid %s"):format(key)
@@ -510,6 +637,9 @@ local function read_file(path, raw, sources, notes, errors, other)
         for sk in pairs(type(v) == "table" and v or {}) do
           if not CLIENT_SECURITY_KEYS[tostring(sk)] then unknown_note(notes, key .. "." .. tostring(sk), true) end
         end
+      elseif under == "socket_options" and not top["socket-options"] then
+        notes[#notes + 1] = { level = "warn", msg = "configuration key not honoured by this etcd version",
+          fields = { key = key, ["etcd-version"] = prof.version } }
       elseif type(v) == "table" then
         local subkeys = {}
         for sk in pairs(v) do subkeys[#subkeys + 1] = tostring(sk) end
@@ -517,17 +647,27 @@ local function read_file(path, raw, sources, notes, errors, other)
         for _, sk in ipairs(subkeys) do
           local sv = v[sk]
           local full = under .. "." .. tostring(sk):gsub("-", "_")
-          if BY_KEY[full] and tostring(sk):find("_", 1, true) == nil then
-            if not is_null(sv) then raw[full], sources[full] = sv, "file" end
+          local known = under == "socket_options" or sec[sk]
+          if BY_KEY[full] and tostring(sk):find("_", 1, true) == nil and known then
+            if not is_null(sv) then
+              sv = etcd_yaml.value(sv, sec[sk])
+              if (sk == "allowed-cn" or sk == "allowed-hostname") and type(sv) == "string" then
+                sv = sv == "" and {} or { sv }
+              end
+              raw[full], sources[full] = sv, "file"
+            end
           else
             unknown_note(notes, key .. "." .. tostring(sk), true)
           end
         end
       end
-    elseif BY_KEY[under] and not key:find("_", 1, true) then
-      if not is_null(v) then raw[under], sources[under] = v, "file" end
+    elseif BY_KEY[under] and not key:find("_", 1, true) and (top[key] or not YAML_VERSIONED[key]) then
+      if not is_null(v) then raw[under], sources[under] = etcd_yaml.value(v, top[key]), "file" end
     elseif OTHER_YAML[key] or key:match("^experimental%-") then
       other[key] = v
+    elseif YAML_VERSIONED[key] then
+      notes[#notes + 1] = { level = "warn", msg = "configuration key not honoured by this etcd version",
+        fields = { key = key, ["etcd-version"] = prof.version } }
     else
       unknown_note(notes, key, true)
     end
@@ -536,13 +676,14 @@ local function read_file(path, raw, sources, notes, errors, other)
 end
 
 -- Go flag-package parsing of etcd's command line into raw values.
-local function parse_args(args, raw, sources)
+-- Returns given (flag name -> value), or nil, message, code.
+local function parse_args(args, raw, sources, prof)
   local given = {}
   local i = 1
   local n = #args
   while i <= n do
     local a = args[i]
-    if type(a) ~= "string" then return nil, ("argument %d is not a string"):format(i) end
+    if type(a) ~= "string" then return nil, ("argument %d is not a string"):format(i), "EUSAGE" end
     if a == "--" then
       i = i + 1
       break
@@ -552,7 +693,10 @@ local function parse_args(args, raw, sources)
     local name, value = body:match("^([^=]+)=(.*)$")
     name = name or body
     if name == "" or name:sub(1, 1) == "-" or name:sub(1, 1) == "=" then
-      return nil, ("bad flag syntax: %s"):format(a)
+      return nil, ("bad flag syntax: %s"):format(a), "EUSAGE"
+    end
+    if not flag_defined(prof, name) then
+      return nil, ("flag provided but not defined: -%s"):format(name), "EUSAGE"
     end
     local opt = BY_FLAG[name]
     local isbool
@@ -560,19 +704,23 @@ local function parse_args(args, raw, sources)
       isbool = opt.type == "bool"
     elseif OTHER_FLAGS[name] ~= nil then
       isbool = OTHER_FLAGS[name]
+    elseif EXPERIMENTAL_34[name] ~= nil then
+      isbool = EXPERIMENTAL_34[name]
     else
-      return nil, ("flag provided but not defined: -%s"):format(name)
+      isbool = value == nil and (args[i + 1] == nil or args[i + 1]:sub(1, 1) == "-")
     end
     if value == nil then
       if isbool then
         value = "true"
       else
         i = i + 1
-        if i > n then return nil, ("flag needs an argument: -%s"):format(name) end
+        if i > n then return nil, ("flag needs an argument: -%s"):format(name), "EUSAGE" end
         value = args[i]
       end
     end
     if opt then
+      local ok, verr = flag_value_ok(opt, name, value, prof)
+      if not ok then return nil, verr, "EUSAGE" end
       -- an empty URL list keeps the default, as etcd's "exception" value
       if not (opt.type == "urls" and value == "") then
         raw[opt.key], sources[opt.key] = value, "flag"
@@ -584,7 +732,8 @@ local function parse_args(args, raw, sources)
     i = i + 1
   end
   if i <= n then
-    return nil, ("%q is not a valid flag"):format(args[i])
+    local shown = prof.quoted_stray_arg and ("%q"):format(args[i]) or ("'%s'"):format(args[i])
+    return nil, shown .. " is not a valid flag", "ECONFIG"
   end
   return given
 end
@@ -625,28 +774,95 @@ ENV_OPT["ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION"] =
 local ENV_OTHER = {}
 for f in pairs(OTHER_FLAGS) do ENV_OTHER["ETCD_" .. f:upper():gsub("-", "_")] = true end
 
+--- The profile of `v` (a version string, a profile, or nil for the newest).
+local function profile_of(v)
+  if type(v) == "table" and v.version then return v end
+  return etcd_versions.resolve(v or etcd_versions.NEWEST)
+end
+
+-- etcd's error for a variable set next to its flag (the wording changed with zap in 3.5).
+local function env_conflict(prof, envname)
+  if prof.zap_env_conflict then
+    return ("conflicting environment variable is shadowed by corresponding command-line flag (either unset "
+      .. "environment variable or disable flag)) (environment-variable=%s)"):format(envname)
+  end
+  return ('conflicting environment variable %q is shadowed by corresponding command-line flag '
+    .. '(either unset environment variable or disable flag)'):format(envname)
+end
+
+-- Applies the ETCD_* variables for flags not given (the etcd version's flags
+-- only); returns etcd's conflict error for a variable set next to its flag.
+local function apply_env(env, getenv, given, prof, raw, sources, notes)
+  -- every flag given on the command line: a variable for it that is set
+  -- at all (even empty) is a conflict, in flag-name order as etcd walks them
+  local names = {}
+  for k, v in pairs(given) do
+    if k ~= "flag:config-file" then names[#names + 1] = k:match("^flag:(.*)$") or v end
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local envname = "ETCD_" .. name:upper():gsub("-", "_")
+    if getenv(envname) ~= nil then return env_conflict(prof, envname) end
+  end
+  for _, o in ipairs(OPTIONS) do
+    local opt = o.opt
+    local alias = opt.key == "peer_transport_security.skip_client_san_verification"
+      and "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION" or nil
+    for _, envname in ipairs { opt.env, alias } do
+      local v = getenv(envname)
+      local fname = envname:sub(6):lower():gsub("_", "-")
+      if v and v ~= "" and flag_defined(prof, fname) then
+        notes[#notes + 1] = { level = "info", msg = "recognized and used environment variable",
+          fields = { ["variable-name"] = envname, ["variable-value"] = v } }
+        raw[opt.key], sources[opt.key] = v, "env"
+      end
+    end
+  end
+  for _, name in ipairs(env_names(env)) do
+    local fname = name:sub(6):lower():gsub("_", "-")
+    local known = (ENV_OPT[name] or ENV_OTHER[name]) and flag_defined(prof, fname)
+    if not known and name ~= "ETCD_CONFIG_FILE" then
+      notes[#notes + 1] = { level = "warn", msg = "unrecognized environment variable",
+        fields = { ["environment-variable"] = name .. "=" .. tostring(getenv(name)) } }
+    end
+  end
+end
+
 --- Loads a configuration as the etcd binary does.
 -- With a config file (`file`, `--config-file` in `args`, or `ETCD_CONFIG_FILE`)
 -- the file is used and other flags and environment variables are ignored
 -- (etcd's info line says so), except `--raft-read-timeout` and
--- `--raft-write-timeout` on the command line, as etcd. Otherwise flags win,
--- an `ETCD_*` variable applies when its flag was not given, and both given
--- is etcd's conflict error. Empty variables are ignored; unknown `ETCD_*`
--- variables are warned about.
+-- `--raft-write-timeout` on the command line, as etcd; the command line is
+-- still parsed first, so a malformed flag value is a usage error. Otherwise
+-- flags win, an `ETCD_*` variable applies when its flag was not given, and a
+-- variable that is set (even empty) next to its flag is etcd's conflict
+-- error. Unknown `ETCD_*` variables are warned about.
+-- The YAML file is typed as etcd types it (a comma-separated string for
+-- `listen-peer-urls`, lists for `cipher-suites` and `log-outputs`, booleans,
+-- a mapping at the top level) and fails with etcd's decoder message.
+-- `etcd_version` ("3.4", "3.5", "3.6" or a full version such as "3.5.9";
+-- default the newest modelled, see peerlisten.etcd_versions) selects the
+-- flags, keys and rules of that etcd release. The result carries
+-- `_etcd_version` and `_differences` (each difference from etcd applied).
 -- @tparam table opts `file` (path), `args` (array of command-line
--- arguments, etcd's flags), `env` (`os.getenv`, or a table name → value)
+-- arguments, etcd's flags), `env` (`os.getenv`, or a table name → value),
+-- `etcd_version`
 -- @treturn[1] table the validated configuration (see the module doc)
 -- @treturn[2] nil
 -- @treturn[2] string
--- @treturn[2] string "ECONFIG", or "EUSAGE" for a malformed command line
+-- @treturn[2] string "ECONFIG", "EUSAGE" for what etcd's flag package
+-- refuses (etcd exits 2), or "EVERSION" for an unknown `etcd_version`
+-- @treturn[2] table `{ differences = }`: differences from etcd applied so far
 function M.load(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'load' (table expected, got " .. type(opts) .. ")", 2) end
-  local raw, sources, notes, errors, other = {}, {}, {}, {}, {}
+  local prof, perr = profile_of(opts.etcd_version)
+  if not prof then return nil, perr, "EVERSION" end
+  local raw, sources, notes, errors, other, diffs = {}, {}, {}, {}, {}, {}
   local flagraw, flagsources = {}, {}
   local given = {}
   if opts.args then
-    local g, err = parse_args(opts.args, flagraw, flagsources)
-    if not g then return nil, err, "EUSAGE" end
+    local g, err, code = parse_args(opts.args, flagraw, flagsources, prof)
+    if not g then return nil, err, code end
     given = g
   end
   local getenv = env_lookup(opts.env)
@@ -658,8 +874,8 @@ function M.load(opts)
   local cfg
   if file then
     local filenotes = {}
-    local ok, err = read_file(file, raw, sources, filenotes, errors, other)
-    if not ok then return nil, err, "ECONFIG" end
+    local ok, err = read_file(file, raw, sources, filenotes, errors, other, prof, diffs)
+    if not ok then return nil, err, "ECONFIG", { differences = diffs } end
     notes[#notes + 1] = { level = "info",
       msg = "loaded server configuration, other configuration command line flags and environment variables "
         .. "will be ignored if provided", fields = { path = file } }
@@ -672,39 +888,19 @@ function M.load(opts)
       end
     end
     local err2, code
-    cfg, err2, code = build(raw, sources, notes, errors, "file")
-    if not cfg then return nil, err2, code end
+    cfg, err2, code = build(raw, sources, notes, errors, "file", prof, diffs)
+    if not cfg then return nil, err2, code, { differences = diffs } end
     cfg._file = file
     if cli_raft then cfg._raft_cli = true end
   else
     for k, v in pairs(flagraw) do raw[k], sources[k] = v, "flag" end
     if opts.env then
-      for _, o in ipairs(OPTIONS) do
-        local opt = o.opt
-        for _, envname in ipairs { opt.env, opt.key == "peer_transport_security.skip_client_san_verification"
-          and "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION" or nil } do
-          local v = getenv(envname)
-          if v and v ~= "" then
-            if given[opt.key] then
-              return nil, ('conflicting environment variable %q is shadowed by corresponding command-line flag '
-                .. '(either unset environment variable or disable flag)'):format(envname), "ECONFIG"
-            end
-            notes[#notes + 1] = { level = "info", msg = "recognized and used environment variable",
-              fields = { ["variable-name"] = envname, ["variable-value"] = v } }
-            if not (opt.type == "urls" and v == "") then raw[opt.key], sources[opt.key] = v, "env" end
-          end
-        end
-      end
-      for _, name in ipairs(env_names(opts.env)) do
-        if not ENV_OPT[name] and not ENV_OTHER[name] and name ~= "ETCD_CONFIG_FILE" then
-          notes[#notes + 1] = { level = "warn", msg = "unrecognized environment variable",
-            fields = { ["environment-variable"] = name .. "=" .. tostring(getenv(name)) } }
-        end
-      end
+      local eerr = apply_env(opts.env, getenv, given, prof, raw, sources, notes)
+      if eerr then return nil, eerr, "ECONFIG", { differences = diffs } end
     end
     local err2, code
-    cfg, err2, code = build(raw, sources, notes, errors, "load")
-    if not cfg then return nil, err2, code end
+    cfg, err2, code = build(raw, sources, notes, errors, "load", prof, diffs)
+    if not cfg then return nil, err2, code, { differences = diffs } end
   end
   for k, v in pairs(given) do
     if type(k) == "string" and k:match("^flag:") and k ~= "flag:config-file" then other[k:sub(6)] = v end
@@ -765,21 +961,27 @@ function M.options()
 end
 
 --- The flags the command line accepts besides the options: etcd's flags
--- outside the peer listeners (kept and ignored), sorted, and the old names
--- of options (old name -> flag).
+-- outside the peer listeners (kept and ignored; etcd 3.4's experimental ones
+-- included, 3.5 and 3.6 take any `experimental-*` flag), sorted; the old
+-- names of options (old name -> flag); and the flags only some etcd
+-- versions define (flag -> true).
 -- @treturn table names
 -- @treturn table aliases
+-- @treturn table versioned
 function M.other_flags()
-  local seen, out, aliases = {}, {}, {}
+  local seen, out, aliases, versioned = {}, {}, {}, {}
   for _, o in ipairs(OPTIONS) do seen[o.opt.flag] = true end
   for name, opt in pairs(BY_FLAG) do
     if not seen[name] then aliases[name] = opt.flag end
   end
-  for name in pairs(OTHER_FLAGS) do
-    if not seen[name] and not aliases[name] then out[#out + 1] = name end
+  for _, set in ipairs { OTHER_FLAGS, EXPERIMENTAL_34 } do
+    for name in pairs(set) do
+      if not seen[name] and not aliases[name] then seen[name] = true; out[#out + 1] = name end
+    end
   end
+  for name in pairs(FLAG_ROW) do versioned[name] = true end
   table.sort(out)
-  return out, aliases
+  return out, aliases, versioned
 end
 
 return M

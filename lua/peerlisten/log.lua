@@ -64,8 +64,21 @@ for i = 0, 31 do
   if not ESC[c] then ESC[c] = ("\\u%04x"):format(i) end
 end
 
+-- Strings may carry peer-controlled bytes (a TLS server name): a line must stay
+-- valid UTF-8, so each byte that does not start a valid sequence is written as
+-- \ufffd, as zap does.
 local function quote(s)
-  return '"' .. s:gsub('[%c"\\]', ESC) .. '"'
+  local esc = s:gsub('[%c"\\]', ESC)
+  if utf8.len(esc) then return '"' .. esc .. '"' end
+  local parts, i, n = {}, 1, #esc
+  while i <= n do
+    local ok, bad = utf8.len(esc, i)
+    if ok then parts[#parts + 1] = esc:sub(i); break end
+    parts[#parts + 1] = esc:sub(i, bad - 1)
+    parts[#parts + 1] = "\\ufffd"
+    i = bad + 1
+  end
+  return '"' .. table.concat(parts) .. '"'
 end
 
 local encode

@@ -10,6 +10,7 @@ local M = {}
 --- What provides each optional module: `{ debian =, rock =, why = }`.
 M.PROVIDERS = {
   lyaml = { debian = "lua-yaml", rock = "lyaml", why = "to read YAML files" },
+  yaml = { debian = "lua-yaml", rock = "lyaml", why = "to read YAML files" },   -- lyaml's C part
 }
 
 --- Loads an optional module.

@@ -82,11 +82,12 @@ end
 -- (etcd's rule: `unix://name.sock:1` binds the file `name.sock:1`); when the
 -- host is empty, the URL path is the socket path (`unix:///abs/dir/peer.sock`).
 -- @tparam string s the URL; surrounding whitespace is trimmed
+-- @tparam[opt] table opts `unix_hostport`: see `parse_list`
 -- @treturn[1] table `{ url =, scheme =, host =, port =, path = }`
 -- @treturn[2] nil
 -- @treturn[2] string etcd's error message
 -- @treturn[2] string "EURL"
-function M.parse(s)
+function M.parse(s, opts)
   if type(s) ~= "string" then error("bad argument #1 to 'parse' (string expected, got " .. type(s) .. ")", 2) end
   local input = s:match("^%s*(.-)%s*$")
   local rest = input:gsub("#.*$", "")
@@ -126,6 +127,10 @@ function M.parse(s)
     return fail("URL scheme must be http, https, unix, or unixs: " .. input)
   end
   local canonical = scheme .. "://" .. host .. path .. query
+  if (scheme == "unix" or scheme == "unixs") and opts and opts.unix_hostport
+    and not split_host_port(host) then
+    return fail(('URL address does not have the form "host:port": %s'):format(input))
+  end
   if scheme == "unix" or scheme == "unixs" then
     local sock = host ~= "" and host or path
     if sock == "" then
@@ -140,10 +145,10 @@ function M.parse(s)
   if path ~= "" then
     return fail("URL must not contain a path: " .. input)
   end
-  local port = tonumber(p) or 0
-  if port > 65535 then
-    return fail(('URL address does not have the form "host:port": %s'):format(input))
-  end
+  -- Go's URL parser takes any digits; the bind then says "invalid port"
+  -- (the listener refuses ports above 65535 with etcd's words)
+  local port = math.tointeger(tonumber(p)) or 0
+  if #p > 9 then port = 999999999 end
   return { url = canonical, scheme = scheme, host = h, port = port }
 end
 
@@ -152,7 +157,8 @@ end
 -- @tparam string|table list
 -- @tparam[opt] table opts `sort` (default false): sort by URL string, as etcd
 -- does for flags, env and YAML; `unique` (default false): drop repeated URLs,
--- as etcd does for flags and env
+-- as etcd does for flags and env; `unix_hostport` (default false): unix URLs
+-- must be `host:port` too, as etcd before 3.5.13
 -- @treturn[1] table array of parsed URLs
 -- @treturn[2] nil
 -- @treturn[2] string
@@ -175,7 +181,7 @@ function M.parse_list(list, opts)
   if #items == 0 then return fail("no valid URLs given") end
   local out, seen = {}, {}
   for _, item in ipairs(items) do
-    local u, err, code = M.parse(item)
+    local u, err, code = M.parse(item, opts)
     if not u then return nil, err, code end
     if not (opts.unique and seen[u.url]) then
       seen[u.url] = true

@@ -215,9 +215,12 @@ local function kill(pid)
   end
 end
 
---- Runs one case; returns the result table (see the header).
-function M:run(case)
-  local t0 = socket.gettime()
+--- Sets a case up without running anything: a fresh temp dir, free ports, the
+-- case's files written, placeholders substituted. Returns `{ dir =, vars =,
+-- args =, env = }` (args and env are what etcd gets: the case's own plus the
+-- base flags); `O:finish(ctx)` removes the dir. Also used to run other
+-- programs (peerlisten check) on exactly the inputs etcd gets.
+function M:prepare(case)
   local p = io.popen("mktemp -d /tmp/peerlisten-spec.oracle.XXXXXX")
   local dir = p:read("l")
   p:close()
@@ -229,6 +232,47 @@ function M:run(case)
   end
   if case.setup then case.setup(vars) end
   local args, env = build(case, vars)
+  return { dir = dir, vars = vars, args = args, env = env }
+end
+
+function M.finish(_, ctx)
+  if ctx.dir:match("^/tmp/peerlisten%-spec%.oracle") then os.execute("rm -rf " .. q(ctx.dir)) end
+end
+
+--- `s` with the case's temp paths and ports put back as placeholders.
+function M.unsubst(_, ctx, s)
+  return unsubst(s, ctx.vars)
+end
+
+--- `s` with placeholders replaced by the case's values.
+function M.subst(_, ctx, s)
+  return subst(s, ctx.vars)
+end
+
+--- Runs `argv` (a list) with exactly env (a table) in the case dir; returns
+-- exit status, stdout, stderr.
+function M.exec(_, ctx, argv, env)
+  local qe, qa = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" .. ctx.dir }, {}
+  local names = {}
+  for k in pairs(env or {}) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do qe[#qe + 1] = k .. "=" .. env[k] end
+  for i, e in ipairs(qe) do qe[i] = q(e) end
+  for i, a in ipairs(argv) do qa[i] = q(a) end
+  local outf, errf = ctx.dir .. "/exec.out", ctx.dir .. "/exec.err"
+  local ok, _, code = os.execute(("cd %s && env -i %s %s >%s 2>%s </dev/null")
+    :format(q(ctx.dir), table.concat(qe, " "), table.concat(qa, " "), q(outf), q(errf)))
+  local out, err = readfile(outf) or "", readfile(errf) or ""
+  os.remove(outf)
+  os.remove(errf)
+  return ok and 0 or code, out, err
+end
+
+--- Runs one case; returns the result table (see the header).
+function M:run(case)
+  local t0 = socket.gettime()
+  local ctx = self:prepare(case)
+  local dir, vars, args, env = ctx.dir, ctx.vars, ctx.args, ctx.env
   local envs = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" .. dir }
   local names = {}
   for k in pairs(env) do names[#names + 1] = k end
@@ -299,7 +343,7 @@ function M:run(case)
   res.args = args
   res.pid = pid
   res.dir = dir
-  if dir:match("^/tmp/peerlisten%-spec%.oracle") then os.execute("rm -rf " .. q(dir)) end
+  self:finish(ctx)
   res.seconds = socket.gettime() - t0
   return res
 end
