@@ -269,6 +269,7 @@ function M.main(args, streams)
   end
   if cmd == "help" or cli_args.is_help(cmd) then
     local decl = args[2] and resolve { table.unpack(args, 2) }
+    if not decl and args[2] == "cluster" then out(commands.group_usage("cluster")) return 0 end
     out(decl and cli_args.help(decl) or M.USAGE)
     return 0
   end
