@@ -114,8 +114,8 @@ PL_HIDDEN const char *pl_tls_handshake_failure (SSL *ssl, int ssl_error,
 ** (NULL for unix peers: skipped), then CRL.  Returns NULL when the connection
 ** is accepted, else a reason name ("san_mismatch", "revoked", "crl") with
 ** etcd's error text in msg.  May block on DNS when the client certificate
-** has DNS SANs: call it on the thread pool when pl_tls_post_check_may_block
-** says so. */
+** has DNS SANs, and reads the CRL file: call it on the thread pool when
+** pl_tls_post_check_may_block says so. */
 PL_HIDDEN int pl_tls_post_check_may_block (pl_tls *t, SSL *ssl, const char *remote_ip);
 PL_HIDDEN const char *pl_tls_post_check (pl_tls *t, SSL *ssl, const char *remote_ip,
                                          char *msg, size_t msglen);

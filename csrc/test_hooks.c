@@ -7,9 +7,11 @@
 */
 #ifdef PL_TEST_HOOKS
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "peerlisten.h"
@@ -51,7 +53,9 @@ static int tls_new_ssl_probe (lua_State *L) {
 ** handshake in memory (a client SSL over a BIO pair) through the same
 ** pl_tls_* calls conn.c makes.  client_opts: cert, key, ca, min_version,
 ** max_version, ciphers (OpenSSL TLS1.2 list), ciphersuites (TLS1.3 list),
-** alpn (array), raw (bytes sent instead of a ClientHello), remote_ip.
+** groups, alpn (array), raw (bytes sent instead of a ClientHello),
+** remote_ip, cert_pem/key_pem (the pair from memory), session (DER of
+** info.session from an earlier call: offered for resumption), no_ticket.
 ** Returns true, tls_info, ip_addresses, dns_names | false, reason, msg, side. */
 static int opt_cstr (lua_State *L, int idx, const char *k, char *buf, size_t len) {
   const char *s;
@@ -64,16 +68,75 @@ static int opt_cstr (lua_State *L, int idx, const char *k, char *buf, size_t len
 }
 
 static int test_tickets;    /* NewSessionTickets the test client got */
+static SSL_SESSION *test_session;   /* the last one, for client_opts.session */
 
 static int test_ticket_cb (SSL *ssl, SSL_SESSION *sess) {
-  (void)ssl; (void)sess;
+  (void)ssl;
   test_tickets++;
-  return 0;                  /* not kept */
+  SSL_SESSION_free(test_session);
+  test_session = sess;
+  return 1;                  /* kept until the handshake call returns */
+}
+
+/* client_opts.session: a session (DER, from info.session of an earlier
+** call) the client offers for resumption. */
+static void test_set_session (lua_State *L, SSL *cli) {
+  size_t n = 0;
+  const char *der;
+  lua_getfield(L, 2, "session");
+  der = lua_tolstring(L, -1, &n);
+  if (der != NULL) {
+    const unsigned char *d = (const unsigned char *)der;
+    SSL_SESSION *ss = d2i_SSL_SESSION(NULL, &d, (long)n);
+    if (ss != NULL) SSL_set_session(cli, ss);
+    SSL_SESSION_free(ss);
+  }
+  lua_pop(L, 1);
+}
+
+/* Sets info.session (DER of the last session the client got) on the table on top. */
+static void test_push_session (lua_State *L) {
+  int n = test_session ? i2d_SSL_SESSION(test_session, NULL) : 0;
+  if (n > 0) {
+    unsigned char *buf = (unsigned char *)malloc((size_t)n), *q = buf;
+    if (buf != NULL && i2d_SSL_SESSION(test_session, &q) == n) {
+      lua_pushlstring(L, (const char *)buf, (size_t)n);
+      lua_setfield(L, -2, "session");
+    }
+    free(buf);
+  }
+  SSL_SESSION_free(test_session);
+  test_session = NULL;
 }
 
 static int test_version (const char *b) {
   return strcmp(b, "TLS1.3") == 0 ? TLS1_3_VERSION : strcmp(b, "TLS1.2") == 0 ? TLS1_2_VERSION :
          strcmp(b, "TLS1.1") == 0 ? TLS1_1_VERSION : TLS1_VERSION;
+}
+
+/* client_opts.cert_pem/key_pem: the client pair from memory (no file is
+** opened: the specs use it while this process has no fd to spare). */
+static void test_client_pem (lua_State *L, SSL_CTX *cctx) {
+  size_t cn = 0, kn = 0;
+  const char *c, *k;
+  lua_getfield(L, 2, "cert_pem");
+  lua_getfield(L, 2, "key_pem");
+  c = lua_tolstring(L, -2, &cn);
+  k = lua_tolstring(L, -1, &kn);
+  if (c != NULL && k != NULL) {
+    BIO *cb = BIO_new_mem_buf(c, (int)cn), *kb = BIO_new_mem_buf(k, (int)kn);
+    X509 *x = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *pk = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    if (x != NULL && pk != NULL) {
+      SSL_CTX_use_certificate(cctx, x);
+      SSL_CTX_use_PrivateKey(cctx, pk);
+    }
+    X509_free(x);
+    EVP_PKEY_free(pk);
+    BIO_free(cb);
+    BIO_free(kb);
+  }
+  lua_pop(L, 2);
 }
 
 /* The in-memory client: a context from the options at index 2. */
@@ -89,10 +152,15 @@ static SSL_CTX *test_client_ctx (lua_State *L) {
   if (opt_cstr(L, 2, "max_version", b, sizeof(b))) SSL_CTX_set_max_proto_version(cctx, test_version(b));
   if (opt_cstr(L, 2, "ciphers", b, sizeof(b))) SSL_CTX_set_cipher_list(cctx, b);
   if (opt_cstr(L, 2, "ciphersuites", b, sizeof(b))) SSL_CTX_set_ciphersuites(cctx, b);
+  if (opt_cstr(L, 2, "groups", b, sizeof(b))) SSL_CTX_set1_groups_list(cctx, b);
+  if (lua_getfield(L, 2, "no_ticket") == LUA_TBOOLEAN && lua_toboolean(L, -1))
+    SSL_CTX_set_options(cctx, SSL_OP_NO_TICKET);
+  lua_pop(L, 1);
   if (opt_cstr(L, 2, "cert", b, sizeof(b)) && opt_cstr(L, 2, "key", b2, sizeof(b2))) {
     SSL_CTX_use_certificate_chain_file(cctx, b);
     SSL_CTX_use_PrivateKey_file(cctx, b2, SSL_FILETYPE_PEM);
   }
+  test_client_pem(L, cctx);
   if (lua_getfield(L, 2, "alpn") == LUA_TTABLE) {
     unsigned char w[512];
     size_t n = 0;
@@ -179,6 +247,7 @@ static int tls_handshake_test (lua_State *L) {
     cli = SSL_new(cctx);
     SSL_set_bio(cli, cb, cb);
     SSL_set_connect_state(cli);
+    test_set_session(L, cli);
   }
   else {
     BIO_write(cb, raw, (int)rawlen);
@@ -203,10 +272,16 @@ static int tls_handshake_test (lua_State *L) {
     pl_tls_push_info(L, srv);
     lua_pushinteger(L, test_tickets);
     lua_setfield(L, -2, "client_tickets");
+    test_push_session(L);
     pl_tls_push_peer_names(L, srv);
     lua_pushboolean(L, pl_tls_post_check_may_block(t, srv, remote));
     n = 5;
   }
+  SSL_SESSION_free(test_session);
+  test_session = NULL;
+  /* closed cleanly, as far as the session cache goes (SSL_free of an SSL
+  ** that never sent close_notify drops its session from the cache) */
+  SSL_set_shutdown(srv, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   SSL_free(cli);
   SSL_free(srv);
   if (cli == NULL) BIO_free(cb);   /* raw mode: the client half has no SSL */

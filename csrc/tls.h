@@ -29,6 +29,18 @@ typedef struct filesig {
   struct timespec mtim, ctim;
 } filesig;
 
+/* When to re-read a file (or a cert/key pair: n = 2): its stat signatures
+** are recorded only after a successful load, so a load that failed for a
+** passing reason (EMFILE, ENOMEM, EIO) is retried; a file that keeps failing
+** unchanged is retried at most every RELOAD_RETRY_MS. */
+#define RELOAD_RETRY_MS 1000
+typedef struct reloader {
+  filesig ok[2], bad[2];   /* of the last good load, of the last failed one */
+  int loaded, failed;
+  uint64_t retry_at;       /* uv_hrtime() after which a failed load is retried */
+} reloader;
+enum { RELOAD_KEEP, RELOAD_NOW, RELOAD_STILL_BAD };
+
 typedef struct logent {
   struct logent *next;
   char *level, *msg;
@@ -56,13 +68,14 @@ struct pl_tls {
   STACK_OF(X509) *ca_certs;      /* certificates of trusted_ca_file */
   logent *warnings;              /* construction warnings (immutable) */
   /* server certificate reload (loop thread only) */
-  filesig cert_sig, key_sig;
+  reloader cert_rl;
+  char cert_err[256];            /* last reload failure reported */
   /* everything below is shared with the thread pool: guarded by mu */
   uv_mutex_t mu;
   int mu_ok;
   struct vcache *vc;             /* verified-chain cache, or NULL */
-  filesig crl_sig;
-  int crl_loaded, crl_ever;
+  reloader crl_rl;
+  int crl_ever;
   X509_CRL *crl;
   char crl_err[256];
   logent *pending, **pending_tail;
@@ -104,6 +117,10 @@ typedef struct certpair {
 PL_HIDDEN char *xstrdup (const char *s);
 PL_HIDDEN void sig_of (const char *path, filesig *s);
 PL_HIDDEN int sig_eq (const filesig *a, const filesig *b);
+/* RELOAD_KEEP (the loaded version is current), RELOAD_NOW (read it) or
+** RELOAD_STILL_BAD (failed before, unchanged, not yet time to retry). */
+PL_HIDDEN int reload_due (const reloader *r, const filesig *sig, int n);
+PL_HIDDEN void reload_done (reloader *r, const filesig *sig, int n, int ok);
 /* Log entries: level, msg, then up to 3 key/value string pairs (NULL ends). */
 PL_HIDDEN logent *logent_new (const char *level, const char *msg, const char *k1,
                               const char *v1, const char *k2, const char *v2,
@@ -131,6 +148,8 @@ PL_HIDDEN void tls_verify_init (void);
 PL_HIDDEN sslnote *note_get (SSL *ssl, int create);
 PL_HIDDEN int verify_allowed_cb (X509_STORE_CTX *xs, void *arg);
 PL_HIDDEN int verify_note_cb (int ok, X509_STORE_CTX *xs);
+PL_HIDDEN int ticket_decrypt_cb (SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+                                 size_t keynamelen, SSL_TICKET_STATUS status, void *arg);
 PL_HIDDEN int alpn_cb (SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg);
 

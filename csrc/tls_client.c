@@ -66,7 +66,6 @@ static SSL_CTX *client_ctx_new (pl_tls *t, char *err, size_t errlen) {
   SSL_CTX_set_max_proto_version(cctx, t->max_version ? t->max_version : TLS1_3_VERSION);
   SSL_CTX_set_options(cctx, (uint64_t)(SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION));
   SSL_CTX_set_mode(cctx, SSL_MODE_RELEASE_BUFFERS);
-  if (SSL_CTX_set1_groups_list(cctx, "X25519:P-256:P-384") != 1) ERR_clear_error();
   if (tls_apply_ciphers(t, cctx) != 0) {
     ERR_clear_error();
     snprintf(err, errlen, "tls: OpenSSL rejected the cipher suite list");

@@ -52,6 +52,30 @@ int sig_eq (const filesig *a, const filesig *b) {
          a->ctim.tv_nsec == b->ctim.tv_nsec;
 }
 
+static int sigs_eq (const filesig *a, const filesig *b, int n) {
+  int i;
+  for (i = 0; i < n; i++)
+    if (!sig_eq(&a[i], &b[i])) return 0;
+  return 1;
+}
+
+int reload_due (const reloader *r, const filesig *sig, int n) {
+  if (r->loaded && sigs_eq(r->ok, sig, n)) return RELOAD_KEEP;
+  if (r->failed && sigs_eq(r->bad, sig, n) && uv_hrtime() < r->retry_at) return RELOAD_STILL_BAD;
+  return RELOAD_NOW;
+}
+
+void reload_done (reloader *r, const filesig *sig, int n, int ok) {
+  int i;
+  for (i = 0; i < n; i++) {
+    if (ok) r->ok[i] = sig[i];
+    else r->bad[i] = sig[i];
+  }
+  if (ok) r->loaded = 1;
+  r->failed = !ok;
+  if (!ok) r->retry_at = uv_hrtime() + (uint64_t)RELOAD_RETRY_MS * 1000000u;
+}
+
 /* Log entries: level, msg, then up to 4 key/value string pairs (NULL ends). */
 logent *logent_new (const char *level, const char *msg, const char *k1,
                            const char *v1, const char *k2, const char *v2,

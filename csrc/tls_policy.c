@@ -33,33 +33,47 @@ types are what the Lua API hands out.
 ** Certificate reload and new connections.
 */
 
-/* Re-reads cert+key when either file changed since the last attempt; a
+/* Reports a failed reload once per file version and error text. */
+static void cert_reload_failed (pl_tls *t, const char *msg, const char *err, int changed) {
+  if (!changed && strcmp(err, t->cert_err) == 0) return;
+  snprintf(t->cert_err, sizeof(t->cert_err), "%s", err);
+  pending_add(t, logent_new("warn", msg, "cert-file", t->cert_file, "key-file", t->key_file,
+                            "error", err));
+}
+
+/* Re-reads cert+key when either file changed since the last good load; a
 ** good new pair replaces the old one in the shared SSL_CTX (SSLs already
-** created keep theirs), a bad one is reported once and the old pair stays. */
+** created keep theirs), a bad one is reported and the old pair stays.  A
+** failed load is retried (at most once a second while the files stay as
+** they are): the failure may have been EMFILE or ENOMEM.
+** This runs on the loop thread: x509_read_file refuses without blocking
+** anything that is not a regular file and caps the size, and the files are
+** read only when their stat signature changed. */
 static void cert_maybe_reload (pl_tls *t) {
-  filesig cs, ks;
+  filesig sig[2];
   certpair p;
   char err[512];
-  int ferr;
-  sig_of(t->cert_file, &cs);
-  sig_of(t->key_file, &ks);
-  if (sig_eq(&cs, &t->cert_sig) && sig_eq(&ks, &t->key_sig)) return;
-  t->cert_sig = cs;
-  t->key_sig = ks;
+  int ferr, changed;
+  sig_of(t->cert_file, &sig[0]);
+  sig_of(t->key_file, &sig[1]);
+  if (reload_due(&t->cert_rl, sig, 2) != RELOAD_NOW) return;
+  changed = !t->cert_rl.failed || !sig_eq(&sig[0], &t->cert_rl.bad[0]) ||
+            !sig_eq(&sig[1], &t->cert_rl.bad[1]);
   if (pair_load(t->cert_file, t->key_file, &p, err, sizeof(err), &ferr) != 0) {
-    pending_add(t, logent_new("warn", ferr == ENOENT ? "failed to find peer cert files"
-                                                     : "failed to create peer certificate",
-                              "cert-file", t->cert_file, "key-file", t->key_file, "error", err));
+    reload_done(&t->cert_rl, sig, 2, 0);
+    cert_reload_failed(t, ferr == ENOENT ? "failed to find peer cert files"
+                                         : "failed to create peer certificate", err, changed);
     return;
   }
   ERR_clear_error();
   if (SSL_CTX_use_cert_and_key(t->ctx, p.cert, p.key, p.chain, 1) != 1) {
-    char e2[256];
-    unsigned long q = ERR_get_error();
-    ERR_error_string_n(q, e2, sizeof(e2));
-    ERR_clear_error();
-    pending_add(t, logent_new("warn", "failed to create peer certificate", "cert-file",
-                              t->cert_file, "key-file", t->key_file, "error", e2));
+    pl_ssl_errstr(err, sizeof(err));
+    reload_done(&t->cert_rl, sig, 2, 0);
+    cert_reload_failed(t, "failed to create peer certificate", err, changed);
+  }
+  else {
+    reload_done(&t->cert_rl, sig, 2, 1);
+    t->cert_err[0] = '\0';
   }
   pair_free(&p);
 }
@@ -368,7 +382,6 @@ static int build_ctx (pl_tls *t, cfgerr *e) {
     SSL_CTX_set_num_tickets(t->ctx, 0);
     SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
   }
-  if (SSL_CTX_set1_groups_list(t->ctx, "X25519:P-256:P-384") != 1) ERR_clear_error();
   if (tls_apply_ciphers(t, t->ctx) != 0) {
     ERR_clear_error();
     return cfg_fail(e, "ETLSCONFIG", "tls: OpenSSL rejected the cipher suite list");
@@ -380,15 +393,17 @@ static int build_ctx (pl_tls *t, cfgerr *e) {
 static int load_server_pair (pl_tls *t, cfgerr *e) {
   char tmp[700];
   certpair p;
+  filesig sig[2];
   int ferr;
   if ((t->cert_file == NULL) != (t->key_file == NULL))
     return cfg_fail(e, "ETLSCONFIG", "KeyFile and CertFile must both be present[key: %s, cert: %s]",
                     t->key_file ? t->key_file : "", t->cert_file ? t->cert_file : "");
   if (t->cert_file == NULL) return 0;
+  /* the signatures before the read: a change during it shows up next time */
+  sig_of(t->cert_file, &sig[0]);
+  sig_of(t->key_file, &sig[1]);
   if (pair_load(t->cert_file, t->key_file, &p, tmp, sizeof(tmp), &ferr) != 0)
     return cfg_fail(e, "ECERT", "%s", tmp);
-  sig_of(t->cert_file, &t->cert_sig);
-  sig_of(t->key_file, &t->key_sig);
   ERR_clear_error();
   if (SSL_CTX_use_cert_and_key(t->ctx, p.cert, p.key, p.chain, 1) != 1) {
     unsigned long q = ERR_get_error();
@@ -398,6 +413,7 @@ static int load_server_pair (pl_tls *t, cfgerr *e) {
     return cfg_fail(e, "ECERT", "tls: %s", tmp);
   }
   pair_free(&p);
+  reload_done(&t->cert_rl, sig, 2, 1);
   return 0;
 }
 
@@ -476,6 +492,11 @@ static int setup_client_verify (pl_tls *t, cfgerr *e) {
   if (t->trusted_ca_file != NULL) t->vc = vcache_new();
   if (t->vc != NULL || t->allowed_cns.n > 0 || t->allowed_hostnames.n > 0)
     SSL_CTX_set_cert_verify_callback(t->ctx, verify_allowed_cb, t);
+  if (t->session_tickets &&
+      SSL_CTX_set_session_ticket_cb(t->ctx, NULL, ticket_decrypt_cb, t) != 1) {
+    ERR_clear_error();
+    return cfg_fail(e, "ETLSCONFIG", "tls: cannot install the session ticket callback");
+  }
   return 0;
 }
 

@@ -22,6 +22,8 @@
 
 static int note_idx = -1;
 
+static const char *session_peer_check (pl_tls *t, X509 *leaf, char *msg, size_t msglen);
+
 static void note_free (void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
                        long argl, void *argp) {
   (void)parent; (void)ad; (void)idx; (void)argl; (void)argp;
@@ -49,27 +51,25 @@ sslnote *note_get (SSL *ssl, int create) {
 
 /* ---------------------------------------------------------------------
 ** CRL: reloaded when the file changes, checked by serial (etcd's rule).
-** Everything here runs with t->mu held.
+** The file is read and parsed without t->mu (the loop thread takes it for
+** the chain cache: a slow read must not stall it); the result is installed
+** under it.
 */
-static void crl_reload_locked (pl_tls *t, const filesig *sig) {
-  size_t len = 0;
-  char *buf;
-  X509_CRL *crl = NULL;
-  char err[256];
-  t->crl_sig = *sig;
-  t->crl_loaded = 1;
-  /* the CRL changed (not its first load): verify chains afresh.  Revocation
-  ** is checked after every handshake anyway; this is belt and braces. */
-  if (t->crl_ever) vcache_flush_locked(t->vc);
-  t->crl_ever = 1;
-  X509_CRL_free(t->crl);
-  t->crl = NULL;
-  t->crl_err[0] = '\0';
-  buf = x509_read_file(t->crl_file, &len, err, sizeof(err), NULL);
-  if (buf == NULL) {
-    snprintf(t->crl_err, sizeof(t->crl_err), "%s", err);
-    return;
+static void pending_locked (pl_tls *t, logent *e) {
+  if (e != NULL && t->npending < MAX_PENDING) {
+    *t->pending_tail = e;
+    t->pending_tail = &e->next;
+    t->npending++;
   }
+  else logent_free(e);
+}
+
+/* Reads and parses the CRL file (PEM or DER); NULL with err filled. */
+static X509_CRL *crl_read (const char *path, char *err, size_t errlen) {
+  size_t len = 0;
+  char *buf = x509_read_file(path, &len, err, errlen, NULL);
+  X509_CRL *crl = NULL;
+  if (buf == NULL) return NULL;
   if (len >= 10 && strstr(buf, "-----BEGIN") != NULL) {
     BIO *b = BIO_new_mem_buf(buf, (int)len);
     if (b != NULL) crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
@@ -81,70 +81,59 @@ static void crl_reload_locked (pl_tls *t, const filesig *sig) {
   }
   ERR_clear_error();
   free(buf);
-  if (crl == NULL) {
-    snprintf(t->crl_err, sizeof(t->crl_err), "x509: malformed crl");
-    return;
-  }
-  t->crl = crl;
-  /* Beyond etcd: when the trusted CA issued the CRL, check its signature
-  ** and freshness; only warn (revocations still apply). */
-  if (t->ca_certs != NULL) {
-    int i;
-    for (i = 0; i < sk_X509_num(t->ca_certs); i++) {
-      X509 *ca = sk_X509_value(t->ca_certs, i);
-      if (X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) != 0) continue;
-      if (X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
-        logent *e = logent_new("warn", "CRL signature verification failed", "crl-file",
-                               t->crl_file, NULL, NULL, NULL, NULL);
-        ERR_clear_error();
-        if (e && t->npending < MAX_PENDING) {
-          *t->pending_tail = e; t->pending_tail = &e->next; t->npending++;
-        }
-        else logent_free(e);
-      }
-      else {
-        const ASN1_TIME *nu = X509_CRL_get0_nextUpdate(crl);
-        if (nu != NULL && X509_cmp_current_time(nu) < 0) {
-          char ts[40];
-          logent *e;
-          x509_time_str(nu, ts, sizeof(ts));
-          e = logent_new("warn", "CRL is past its nextUpdate", "crl-file", t->crl_file,
-                         "next-update", ts, NULL, NULL);
-          if (e && t->npending < MAX_PENDING) {
-            *t->pending_tail = e; t->pending_tail = &e->next; t->npending++;
-          }
-          else logent_free(e);
-        }
-      }
-      break;
+  if (crl == NULL) snprintf(err, errlen, "x509: malformed crl");
+  return crl;
+}
+
+/* Beyond etcd: when the trusted CA issued the CRL, check its signature and
+** freshness; only warn (revocations still apply). */
+static void crl_warn_locked (pl_tls *t, X509_CRL *crl) {
+  int i;
+  for (i = 0; t->ca_certs != NULL && i < sk_X509_num(t->ca_certs); i++) {
+    X509 *ca = sk_X509_value(t->ca_certs, i);
+    if (X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) != 0) continue;
+    if (X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
+      ERR_clear_error();
+      pending_locked(t, logent_new("warn", "CRL signature verification failed", "crl-file",
+                                   t->crl_file, NULL, NULL, NULL, NULL));
     }
+    else {
+      const ASN1_TIME *nu = X509_CRL_get0_nextUpdate(crl);
+      if (nu != NULL && X509_cmp_current_time(nu) < 0) {
+        char ts[40];
+        x509_time_str(nu, ts, sizeof(ts));
+        pending_locked(t, logent_new("warn", "CRL is past its nextUpdate", "crl-file", t->crl_file,
+                                     "next-update", ts, NULL, NULL));
+      }
+    }
+    break;
   }
 }
 
-static const char *crl_check (pl_tls *t, SSL *ssl, char *msg, size_t msglen) {
+/* Installs the result of a (re)load: the CRL, or its failure (fail closed). */
+static void crl_install_locked (pl_tls *t, const filesig *sig, X509_CRL *crl, const char *err) {
+  /* the CRL changed (not its first load): verify chains afresh.  Revocation
+  ** is checked after every handshake anyway; this is belt and braces. */
+  if (t->crl_ever) vcache_flush_locked(t->vc);
+  t->crl_ever = 1;
+  X509_CRL_free(t->crl);
+  t->crl = crl;
+  reload_done(&t->crl_rl, sig, 1, crl != NULL);
+  if (crl == NULL) {
+    t->crl_rl.loaded = 0;
+    snprintf(t->crl_err, sizeof(t->crl_err), "%s", err);
+  }
+  else {
+    t->crl_err[0] = '\0';
+    crl_warn_locked(t, crl);
+  }
+}
+
+/* The serial of the leaf or a chain certificate on the CRL: "revoked". */
+static const char *crl_match_locked (pl_tls *t, SSL *ssl, char *msg, size_t msglen) {
   X509 *leaf = SSL_get0_peer_certificate(ssl);
   STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
-  filesig sig;
-  const char *reason = NULL;
-  int i, n;
-  if (leaf == NULL) return NULL;
-  sig_of(t->crl_file, &sig);
-  uv_mutex_lock(&t->mu);
-  if (sig.err != 0) {
-    t->crl_loaded = 0;
-    X509_CRL_free(t->crl);
-    t->crl = NULL;
-    go_errno(msg, msglen, "open", t->crl_file, sig.err);
-    reason = "crl";
-    goto out;
-  }
-  if (!t->crl_loaded || !sig_eq(&sig, &t->crl_sig)) crl_reload_locked(t, &sig);
-  if (t->crl == NULL) {
-    snprintf(msg, msglen, "%s", t->crl_err[0] ? t->crl_err : "x509: malformed crl");
-    reason = "crl";
-    goto out;
-  }
-  n = chain ? sk_X509_num(chain) : 0;
+  int i, n = chain ? sk_X509_num(chain) : 0;
   for (i = -1; i < n; i++) {
     X509 *x = i < 0 ? leaf : sk_X509_value(chain, i);
     X509_REVOKED *rev = NULL;
@@ -153,11 +142,41 @@ static const char *crl_check (pl_tls *t, SSL *ssl, char *msg, size_t msglen) {
       char hex[100];
       x509_serial_hex(x, hex, sizeof(hex));
       snprintf(msg, msglen, "transport: certificate serial %s revoked", hex);
-      reason = "revoked";
-      break;
+      return "revoked";
     }
   }
-out:
+  return NULL;
+}
+
+static const char *crl_check (pl_tls *t, SSL *ssl, char *msg, size_t msglen) {
+  filesig sig;
+  const char *reason = NULL;
+  int due;
+  if (SSL_get0_peer_certificate(ssl) == NULL) return NULL;
+  sig_of(t->crl_file, &sig);
+  uv_mutex_lock(&t->mu);
+  if (sig.err != 0) {
+    t->crl_rl.loaded = 0;
+    X509_CRL_free(t->crl);
+    t->crl = NULL;
+    uv_mutex_unlock(&t->mu);
+    go_errno(msg, msglen, "open", t->crl_file, sig.err);
+    return "crl";
+  }
+  due = reload_due(&t->crl_rl, &sig, 1);
+  if (due == RELOAD_NOW) {
+    char err[256];
+    X509_CRL *crl;
+    uv_mutex_unlock(&t->mu);
+    crl = crl_read(t->crl_file, err, sizeof(err));
+    uv_mutex_lock(&t->mu);
+    crl_install_locked(t, &sig, crl, err);
+  }
+  if (t->crl == NULL) {
+    snprintf(msg, msglen, "%s", t->crl_err[0] ? t->crl_err : "x509: malformed crl");
+    reason = "crl";
+  }
+  else reason = crl_match_locked(t, ssl, msg, msglen);
   uv_mutex_unlock(&t->mu);
   return reason;
 }
@@ -296,10 +315,14 @@ out:
   return reason;
 }
 
+/* The CRL check stats the file and, when it changed, reads and parses it:
+** always on the thread pool, so that a slow file system or a large CRL
+** never stalls the loop. */
 int pl_tls_post_check_may_block (pl_tls *t, SSL *ssl, const char *remote_ip) {
   X509 *leaf = SSL_get0_peer_certificate(ssl);
   x509_sans s;
   int block;
+  if (leaf != NULL && t->crl_file != NULL) return 1;
   if (t->skip_san || remote_ip == NULL || leaf == NULL) return 0;
   x509_sans_get(leaf, &s);
   block = s.ndns > 0 && !(s.nip > 0 && san_ip_match(&s, remote_ip));
@@ -312,43 +335,50 @@ const char *pl_tls_post_check (pl_tls *t, SSL *ssl, const char *remote_ip,
   const char *r = NULL;
   msg[0] = '\0';
   if (SSL_get0_peer_certificate(ssl) == NULL) return NULL;
-  if (!t->skip_san && remote_ip != NULL) r = san_check(ssl, remote_ip, msg, msglen);
+  if (t->verify_client && SSL_session_reused(ssl))
+    r = session_peer_check(t, SSL_get0_peer_certificate(ssl), msg, msglen);
+  if (r == NULL && !t->skip_san && remote_ip != NULL) r = san_check(ssl, remote_ip, msg, msglen);
   if (r == NULL && t->crl_file != NULL) r = crl_check(t, ssl, msg, msglen);
   return r;
 }
 
 
 
-/* Chain verification through the cache (when on), then etcd's allowed CN /
-** hostname rule on the leaf.  Installed when client certs are verified and
-** either the cache is on or an allow list is set. */
-int verify_allowed_cb (X509_STORE_CTX *xs, void *arg) {
-  pl_tls *t = (pl_tls *)arg;
-  X509 *leaf;
-  int i, ok = vcache_verify(t, xs);
-  if (ok <= 0) return ok;
+/* etcd's allowed CN / hostname rule on a leaf: 1 when it passes (or no
+** list is set). */
+static int leaf_allowed (pl_tls *t, X509 *leaf) {
+  int i;
   if (t->allowed_cns.n == 0 && t->allowed_hostnames.n == 0) return 1;
-  leaf = X509_STORE_CTX_get0_cert(xs);
   if (t->allowed_cns.n > 0) {
     char cn[256];
     if (x509_leaf_cn(leaf, cn, sizeof(cn)))
       for (i = 0; i < t->allowed_cns.n; i++)
         if (strcmp(cn, t->allowed_cns.v[i]) == 0) return 1;
+    return 0;
   }
-  else {
-    for (i = 0; i < t->allowed_hostnames.n; i++) {
-      const char *h = t->allowed_hostnames.v[i];
-      unsigned char ipb[16];
-      int r;
-      if (inet_pton(AF_INET, h, ipb) == 1 || inet_pton(AF_INET6, h, ipb) == 1)
-        r = X509_check_ip_asc(leaf, h, 0);
-      else
-        r = X509_check_host(leaf, h, 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
-                            X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL);
-      if (r == 1) return 1;
-    }
+  for (i = 0; i < t->allowed_hostnames.n; i++) {
+    const char *h = t->allowed_hostnames.v[i];
+    unsigned char ipb[16];
+    int r;
+    if (inet_pton(AF_INET, h, ipb) == 1 || inet_pton(AF_INET6, h, ipb) == 1)
+      r = X509_check_ip_asc(leaf, h, 0);
+    else
+      r = X509_check_host(leaf, h, 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
+                          X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL);
+    if (r == 1) return 1;
   }
   ERR_clear_error();
+  return 0;
+}
+
+/* Chain verification through the cache (when on), then etcd's allowed CN /
+** hostname rule on the leaf.  Installed when client certs are verified and
+** either the cache is on or an allow list is set. */
+int verify_allowed_cb (X509_STORE_CTX *xs, void *arg) {
+  pl_tls *t = (pl_tls *)arg;
+  int ok = vcache_verify(t, xs);
+  if (ok <= 0) return ok;
+  if (leaf_allowed(t, X509_STORE_CTX_get0_cert(xs))) return 1;
   {
     SSL *ssl = (SSL *)X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
     sslnote *n = ssl ? note_get(ssl, 1) : NULL;
@@ -356,6 +386,61 @@ int verify_allowed_cb (X509_STORE_CTX *xs, void *arg) {
   }
   X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REJECTED);   /* alert bad_certificate */
   return 0;
+}
+
+/* ---------------------------------------------------------------------
+** Resumption: a resumed session skips chain verification, so what may have
+** changed since the session was made is checked again on the client
+** certificate it carries: validity against the current clock and the allow
+** lists (the CRL is checked after every handshake).  As Go does, such a
+** session is not resumed (the client falls back to a full handshake, which
+** verifies afresh); a session resumed from the server cache (TLS 1.2 session
+** IDs, no ticket callback) is refused after the handshake instead.
+*/
+
+/* NULL when leaf may still be used, else a reason with etcd-like words. */
+static const char *session_peer_check (pl_tls *t, X509 *leaf, char *msg, size_t msglen) {
+  time_t now = tls_now();
+  int late = X509_cmp_time(X509_get0_notAfter(leaf), &now) < 0;
+  if (late || X509_cmp_time(X509_get0_notBefore(leaf), &now) > 0) {
+    char ts[40], lim[40];
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    x509_time_str(late ? X509_get0_notAfter(leaf) : X509_get0_notBefore(leaf), lim, sizeof(lim));
+    snprintf(msg, msglen, "tls: failed to verify client certificate: x509: certificate has "
+             "expired or is not yet valid: current time %s is %s %s", ts, late ? "after" : "before", lim);
+    return "bad_client_cert";
+  }
+  if (!leaf_allowed(t, leaf)) {
+    snprintf(msg, msglen, "client certificate authentication failed");
+    return "cn_not_allowed";
+  }
+  return NULL;
+}
+
+/* The ticket decryption callback (TLS 1.2 tickets and TLS 1.3 PSKs). */
+int ticket_decrypt_cb (SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+                       size_t keynamelen, SSL_TICKET_STATUS status, void *arg) {
+  pl_tls *t = (pl_tls *)arg;
+  (void)ssl; (void)keyname; (void)keynamelen;
+  switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW: {
+      X509 *leaf = SSL_SESSION_get0_peer(ss);
+      char msg[256];
+      if (t->verify_client && (leaf == NULL || session_peer_check(t, leaf, msg, sizeof(msg)) != NULL))
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+      return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    }
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+    case SSL_TICKET_NONE:
+      return SSL_TICKET_RETURN_IGNORE;
+    default:
+      return SSL_TICKET_RETURN_ABORT;
+  }
 }
 
 /* Records the validity bound of an expired (or not yet valid) certificate

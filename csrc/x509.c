@@ -553,29 +553,28 @@ void x509_push_info (lua_State *L, X509 *x) {
 
 /* Reads a whole file, at most X509_MAX_FILE bytes.  On failure writes Go's
 ** "open <path>: ..." / "read <path>: ..." and the errno into *eno (when not
-** NULL).  The buffer is malloc'ed and NUL-terminated. */
-char *x509_read_file (const char *path, size_t *len, char *err, size_t errlen, int *eno) {
-  size_t used = 0, cap = 4096;
-  struct stat st;
-  char *buf = NULL;
-  int e = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    e = errno;
-    go_errno(err, errlen, "open", path, e);
-    if (eno) *eno = e;
-    return NULL;
-  }
-  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) e = EISDIR;
-  else if ((buf = (char *)malloc(cap + 1)) == NULL) e = ENOMEM;
+** NULL).  The buffer is malloc'ed and NUL-terminated.
+** Only regular files: the open never waits (O_NONBLOCK: a FIFO without a
+** writer would block it forever, a tty could become our terminal) and
+** anything fstat does not call a regular file is refused before a byte is
+** read, so a FIFO, /dev/zero or a socket cannot hang the caller or grow its
+** memory.  A regular file cannot block on read except on a hung network
+** filesystem, where open and stat would block too. */
+static int read_fd (int fd, off_t size, char **out, size_t *outlen) {
+  size_t used = 0, cap = size > 0 && size < X509_MAX_FILE ? (size_t)size + 1 : 4096;
+  char *buf = (char *)malloc(cap + 1);
+  int e = 0;
+  if (buf == NULL) return ENOMEM;
   while (e == 0) {
     ssize_t n;
     if (used == cap) {
+      size_t ncap = cap * 2 > X509_MAX_FILE ? X509_MAX_FILE : cap * 2;
       char *nb;
       if (cap >= X509_MAX_FILE) { e = EFBIG; break; }
-      nb = (char *)realloc(buf, cap * 2 + 1);
+      nb = (char *)realloc(buf, ncap + 1);
       if (nb == NULL) { e = ENOMEM; break; }
       buf = nb;
-      cap *= 2;
+      cap = ncap;
     }
     n = read(fd, buf + used, cap - used);
     if (n < 0 && errno == EINTR) continue;
@@ -583,15 +582,47 @@ char *x509_read_file (const char *path, size_t *len, char *err, size_t errlen, i
     else if (n == 0) break;
     else used += (size_t)n;
   }
+  if (e != 0) {
+    OPENSSL_cleanse(buf, used);
+    free(buf);
+    return e;
+  }
+  buf[used] = '\0';
+  *out = buf;
+  *outlen = used;
+  return 0;
+}
+
+char *x509_read_file (const char *path, size_t *len, char *err, size_t errlen, int *eno) {
+  struct stat st;
+  char *buf = NULL;
+  int e = 0, fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    e = errno;
+    go_errno(err, errlen, "open", path, e);
+    if (eno) *eno = e;
+    return NULL;
+  }
+  if (fstat(fd, &st) != 0) e = errno;
+  else if (S_ISDIR(st.st_mode)) e = EISDIR;
+  else if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    snprintf(err, errlen, "open %s: not a regular file", path);
+    if (eno) *eno = EINVAL;
+    return NULL;
+  }
+  else if (st.st_size > X509_MAX_FILE) e = EFBIG;
+  /* back to blocking reads: O_NONBLOCK only had to cover the open */
+  if (e == 0) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) e = errno;
+  }
+  if (e == 0) e = read_fd(fd, st.st_size, &buf, len);
   close(fd);
   if (e != 0) {
-    if (buf != NULL) OPENSSL_cleanse(buf, used);
-    free(buf);
     go_errno(err, errlen, "read", path, e);
     if (eno) *eno = e;
     return NULL;
   }
-  buf[used] = '\0';
-  *len = used;
   return buf;
 }

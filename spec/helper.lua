@@ -182,6 +182,35 @@ function M.alive(p)
   return st:match("^%d+ %b() (%a)") ~= "Z"
 end
 
+--- Uses up every free fd of this process (soft RLIMIT_NOFILE lowered first,
+--- so that this takes a few dozen files, not thousands); returns a function
+--- that gives them back and restores the limit.  With `spare`, that many
+--- fds are left free.
+function M.exhaust_fds(spare)
+  local me = M.pid()
+  local lim = M.sh(("prlimit --pid %d --nofile --output SOFT,HARD --noheadings"):format(me))
+  local soft, hard = lim:match("(%d+)%s+(%d+)")
+  assert(soft, "prlimit printed: " .. lim)
+  local highest
+  for _, line in ipairs(M.fd_list()) do
+    local n = tonumber(line:match("^(%d+)"))
+    if n and (not highest or n > highest) then highest = n end
+  end
+  assert(os.execute(("prlimit --pid %d --nofile=%d:%s"):format(me, (highest or 64) + 32, hard)))
+  local held = {}
+  while true do
+    local f = io.open("/dev/null")
+    if not f then break end
+    held[#held + 1] = f
+    assert(#held < 10000, "the fd limit did not take")
+  end
+  for _ = 1, spare or 0 do table.remove(held):close() end
+  return function()
+    for _, f in ipairs(held) do f:close() end
+    assert(os.execute(("prlimit --pid %d --nofile=%s:%s"):format(me, soft, hard)))
+  end
+end
+
 --- The contents of a file, "" when it does not exist (yet).
 function M.readfile(path)
   local f = io.open(path, "rb")

@@ -431,6 +431,93 @@ describe("peerlisten TLS listeners #interop", function()
     end)
   end)
 
+  describe("hardening", function()
+    it("Go's groups and TLS 1.3 suite order with openssl s_client", function()
+      local l = listen {}
+      assert.matches("Ciphersuite: TLS_AES_128_GCM_SHA256", s_client(l, "-tls1_3"), 1, true)
+      assert.matches("200 OK", s_client(l, "-groups P-521"), 1, true)
+      -- TLS 1.2 + P-256 certificate + X25519 only: OpenSSL's RFC 8422 rule (see tls_hardening_spec)
+      assert.not_matches("200 OK", s_client(l, "-tls1_2 -groups X25519"), 1, true)
+      assert.matches("no cipher suite supported by both client and server", rejection("no_shared_cipher").fields.error)
+      l:close()
+      l = listen { cert_file = P:cert("rsa-server"), key_file = P:key("rsa-server") }
+      assert.matches("200 OK", s_client(l, "-tls1_2 -groups X25519"), 1, true)
+      assert.matches("200 OK", s_client(l, "-tls1_2 -groups P-521"), 1, true)
+      l:close()
+    end)
+
+    it("a ticket of a client certificate that expired since is not resumed (s_client -sess_in, test clock)", function()
+      local sess = tmp .. "/expired-sess.pem"
+      os.remove(sess)
+      local l = listen { trusted_ca_file = P:cert("ca"), session_tickets = true }
+      local args = "-tls1_3 " .. pair_args("client-good")
+      assert.matches("200 OK", s_client(l, args .. " -sess_out " .. shq(sess), nil, true), 1, true)
+      assert.matches("Reused, TLSv1.3", s_client(l, args .. " -sess_in " .. shq(sess), nil, true), 1, true)
+      core._tls_clock_shift(60 * 86400)
+      local ok, out = pcall(s_client, l, args .. " -sess_in " .. shq(sess), nil, true)
+      core._tls_clock_shift(0)
+      assert(ok, out)
+      assert.not_matches("200 OK", out, 1, true)
+      assert.not_matches("Reused, TLSv1.3", out, 1, true)
+      assert.matches("certificate has expired or is not yet valid", rejection("bad_client_cert").fields.error, 1, true)
+      l:close()
+    end)
+
+    it("a CRL reload that fails with EMFILE is retried once fds are back (real handshakes)", function()
+      local live = tmp .. "/emfile-live.crl"
+      P:copy(P:path("empty.crl"), live)
+      local l = listen { trusted_ca_file = P:cert("ca"), crl_file = live }
+      assert.matches("200 OK", s_client(l, pair_args("client-good")), 1, true)
+      P:copy(P:path("revoked.crl.der"), live)
+      -- the client connects and sends its ClientHello into the backlog first (starting it needs fds)
+      local pid = start(("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect %s:%d -brief -ign_eof %s")
+        :format(l:addr(), select(2, l:addr()), pair_args("client-good")))
+      helper.sh("sleep 0.5")
+      local nlogs = #logs
+      -- one fd left: the accept takes it, the CRL read fails with EMFILE
+      local release = helper.exhaust_fds(1)
+      local deadline = core.walltime() + 10
+      while #logs == nlogs and core.walltime() < deadline do
+        local c = l:accept(0.05)
+        if c then c:close() end
+      end
+      release()
+      kill(pid)
+      local e = rejection("crl")
+      assert.are.equal(("open %s: too many open files"):format(live), e.fields.error)
+      -- retried (at most once a second while the file is unchanged): the new CRL applies
+      assert(helper.wait_until(function()
+        local out = s_client(l, pair_args("client-good"))
+        return not out:find("200 OK", 1, true) and logs[#logs].fields
+          and logs[#logs].fields.reason == "revoked"
+      end, 15), "the CRL read that failed with EMFILE was never retried")
+      assert.matches("200 OK", s_client(l, pair_args("client-othercn")), 1, true)
+      l:close()
+    end)
+
+    it("a CRL that becomes a FIFO fails only the handshakes that read it; the listener keeps serving", function()
+      local live = tmp .. "/fifo-live.crl"
+      P:copy(P:path("empty.crl"), live)
+      local l = listen { trusted_ca_file = P:cert("ca"), crl_file = live }
+      local plain = assert(core.listen { scheme = "http", host = "127.0.0.1", port = 0 })
+      assert.matches("200 OK", s_client(l, pair_args("client-good")), 1, true)
+      os.remove(live)
+      assert(os.execute("mkfifo " .. shq(live)))
+      assert.not_matches("200 OK", s_client(l, pair_args("client-good")), 1, true)
+      assert.are.equal(("open %s: not a regular file"):format(live), rejection("crl").fields.error)
+      -- the loop was never blocked: another listener accepts meanwhile
+      local host, port = plain:addr()
+      local sock = assert(helper.client(host, port))
+      assert(plain:accept(5), "the plain listener did not accept"):close()
+      sock:close()
+      os.remove(live)
+      P:copy(P:path("empty.crl"), live)
+      assert.matches("200 OK", s_client(l, pair_args("client-good")), 1, true)
+      plain:close()
+      l:close()
+    end)
+  end)
+
   describe("unixs", function()
     it("is real TLS and skips the client SAN check", function()
       assert(have.go, "go missing")

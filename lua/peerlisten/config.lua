@@ -584,17 +584,11 @@ end
 
 -- Reads an etcd YAML file into raw option values.
 local function read_file(path, raw, sources, notes, errors, other, prof, diffs)
-  -- Go's os.ReadFile wording, as etcd reports it: "open <path>: no such file or directory"
-  local function os_error(op, msg)
-    local reason = tostring(msg)
-    if reason:sub(1, #path + 2) == path .. ": " then reason = reason:sub(#path + 3) end
-    return nil, ("%s %s: %s"):format(op, path, reason:sub(1, 1):lower() .. reason:sub(2))
-  end
-  local fh, oerr = io.open(path, "r")
-  if not fh then return os_error("open", oerr) end
-  local text, rerr = fh:read("a")
-  fh:close()
-  if not text then return os_error("read", rerr) end
+  -- Go's os.ReadFile wording, as etcd reports it: "open <path>: no such file or directory".
+  -- The C reader never blocks on open (a FIFO), reads regular files only
+  -- (not /dev/zero) and caps the size (16 MiB).
+  local text, rerr = core.cert_read_file(path)
+  if not text then return nil, rerr end
   local lyaml, lerr = optional.require "lyaml"
   if not lyaml then return nil, lerr end
   local ok, doc = pcall(lyaml.load, text)
