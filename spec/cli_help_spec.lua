@@ -192,6 +192,8 @@ describe("peerlisten --help", function()
           local opts, rest = cli_args.parse(decl, w)
           assert.is_table(opts, e .. ": " .. tostring(rest))
           if decl.passthrough then
+            -- the positional words (probe's URL) come first; the rest are etcd's flags
+            for _ = 1, (decl.positional and decl.positional.min or 0) do table.remove(rest, 1) end
             local _, lerr, code = config.load { args = rest, env = {} }
             assert.are_not.equal("EUSAGE", code, e .. ": " .. tostring(lerr))
           end

@@ -147,7 +147,8 @@ local function cmd_check(args, out, err, env)
     return 2
   end
   local cfg, msg, code, extra = load_config(rest, env, prof)
-  local report = cfg and peerlisten.check(cfg, { explain = flags.explain })
+  local report = cfg and peerlisten.check(cfg, { explain = flags.explain, strict = flags.strict,
+    bind = not flags["no-bind"], peers = flags.peers, env = env or os.getenv })
     or check.failure(msg, code, { etcd_version = prof.version, differences = extra and extra.differences })
   report.etcd_version_source = how
   if vwarn then table.insert(report.warnings, 1, { level = "warn", msg = vwarn }) end
@@ -175,8 +176,13 @@ local function cmd_check(args, out, err, env)
     for _, c in ipairs(report.certificates) do
       out("ok: certificate ", c.file, " valid until ", tostring(c.not_after), "\n")
     end
+    for _, p in ipairs(report.peers or {}) do
+      out(p.ok and "ok: " or (p.reachable and "fail: " or "not reachable: "), "peer ", p.name, " ", p.verdict, "\n")
+    end
     if report.ok then
       out("PASS: ", v, " would start its peer listeners with this configuration\n")
+    elseif report.code == "ESTRICT" then
+      out("FAIL: ", v, " would start, but ", tostring(report.error), "\n")
     else
       out("FAIL: ", v, " would not start: ", tostring(report.error), "\n")
     end
@@ -191,6 +197,55 @@ local function cmd_check(args, out, err, env)
     return 1
   end
   return 0
+end
+
+-- probe --------------------------------------------------------------------
+
+local function cmd_probe(args, out, err, env)
+  local o, rest = cli_args.parse(commands.probe, args)
+  if not o then err("peerlisten probe: ", rest, "\n", "Run 'peerlisten probe --help' for usage.\n"); return 2 end
+  -- the URL comes before the etcd flags (whose values may be URLs too)
+  local target = rest[1] and rest[1]:sub(1, 1) ~= "-" and rest[1] or nil
+  local flags = { table.unpack(rest, target and 2 or 1) }
+  if not target then
+    err("peerlisten probe: a peer URL is required\n", "Run 'peerlisten probe --help' for usage.\n"); return 2
+  end
+  local timeout = o.timeout
+  if timeout and timeout <= 0 then
+    err("peerlisten probe: --timeout must be a positive number of seconds\n"); return 2
+  end
+  local cfg, msg, code = load_config(flags, env)
+  if not cfg then
+    err("peerlisten probe: ", msg, "\n")
+    return code == "EUSAGE" and 2 or 1
+  end
+  local probe = require "peerlisten.probe"
+  local dopts, derr, dcode = probe.member_options(cfg)
+  if not dopts then err("peerlisten probe: ", derr, " (", tostring(dcode), ")\n"); return 1 end
+  local logger = logger_for(cfg, err)
+  dopts.timeout, dopts.source, dopts.logger = timeout, o.source, logger
+  local r = probe.probe(target, dopts)
+  if logger then logger:close() end
+  if o.json then
+    out(log.encode(r), "\n")
+  else
+    out(r.verdict, "\n")
+    if r.code then out("  code: ", r.code, " (refused by the ", r.side == "local" and "local side" or
+      (r.side == "remote" and "remote side" or "network"), ")\n") end
+    if r.local_address then out("  dialled from: ", r.local_address, " to ", r.remote_address, "\n") end
+    if r.tls then out("  tls: ", tostring(r.tls.version), " ", tostring(r.tls.cipher), "\n") end
+    local sc = r.server_cert
+    if sc then
+      local sans = {}
+      for _, v in ipairs(sc.sans and sc.sans.dns or {}) do sans[#sans + 1] = "DNS:" .. v end
+      for _, v in ipairs(sc.sans and sc.sans.ip or {}) do sans[#sans + 1] = "IP:" .. v end
+      out("  server certificate: ", tostring(sc.subject), " [", table.concat(sans, ", "), "] expires ",
+        tostring(sc.not_after), " (", tostring(sc.days_left), " days)\n")
+    end
+    if r.version then out("  GET /version: ", r.version.status, " ", (r.version.body:gsub("%s+$", "")), "\n") end
+    if r.rtt then out(("  GET /raft/probing: %d, rtt %.3f ms\n"):format(r.probing.status, r.rtt * 1000)) end
+  end
+  return r.ok and 0 or 1
 end
 
 -- cert / inspect --------------------------------------------------------------
@@ -238,7 +293,7 @@ local PARSED = { cert = cmd_cert, ["cert ca"] = cmd_cert_ca, ["cert issue"] = cm
   inspect = cmd_inspect }
 
 -- Commands that parse their own words: fn(args, out, err, env).
-local COMMANDS = { serve = cmd_serve, check = cmd_check }
+local COMMANDS = { serve = cmd_serve, check = cmd_check, probe = cmd_probe }
 
 -- The declared command `args` names ("cert ca" before "cert") and the words after it.
 local function resolve(args)

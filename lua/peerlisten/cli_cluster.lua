@@ -113,7 +113,8 @@ local function cmd_check(args, out, err)
     end
     if r.matrix then
       for _, c in ipairs(r.matrix.cells) do
-        out(("%-4s %s -> %s %s %s\n"):format(c.ok and "ok" or "FAIL", c.from, c.to, c.url, c.reason or ""))
+        out(("%-4s %s -> %s %s %s\n"):format(c.ok and "ok" or (c.reachable and "FAIL" or "skip"), c.from, c.to,
+          c.url, c.reachable and (c.reason or "") or "not reachable (not started?)"))
       end
     else
       out("skip probe matrix: ", tostring(r.matrix_error), "\n")

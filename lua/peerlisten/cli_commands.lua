@@ -107,6 +107,10 @@ releases everything. Prints warnings and a verdict on stdout.]],
     { "json", nil, "one JSON object: ok, error, code, warnings, listeners, certificates, etcd_version, "
       .. "differences" },
     { "explain", nil, "also every effective setting and where it came from" },
+    { "strict", nil, "every certificate or cluster warning fails the check" },
+    { "no-bind", nil, "do not bind the URLs (a member that is running); certificate and cluster checks still run" },
+    { "peers", nil, "probe every other member of --initial-cluster with this member's certificate (peerlisten "
+      .. "probe) and report the row" },
   },
   passthrough = PASSTHROUGH,
   examples = {
@@ -118,6 +122,39 @@ releases everything. Prints warnings and a verdict on stdout.]],
     { 1, "FAIL: it would not (the reason is printed)" },
     { 2, "usage error: what etcd's flag package refuses too (unknown flag, malformed flag value: etcd exits 2 "
       .. "as well), an unknown --etcd-version" },
+  },
+}
+
+M.probe = {
+  name = "probe",
+  synopsis = "URL [--json] [--timeout S] [--source IP] [etcd flags | --config-file FILE]",
+  summary = "dial a peer URL as this member's etcd would, and say which side refuses and why.",
+  text = [[
+Dials URL as this member's etcd would dial a peer: its peer certificate
+(--peer-client-cert-file/--peer-client-key-file, else --peer-cert-file/
+--peer-key-file; auto-TLS: its self-signed pair), --peer-trusted-ca-file to
+verify the server (name from the URL host), --cipher-suites and the TLS
+versions. Then GET /version and GET /raft/probing. Prints one verdict line
+and the details (TLS version, cipher, server certificate, the local address
+dialled from, round-trip time). Failure codes: ECONNREFUSED, ETIMEDOUT,
+ENOTTLS, ESERVERCERT (we refuse the server's certificate), EPEERREJECTED (the
+server refuses ours), EALPN, EHTTP (not an etcd peer), ETLS.]],
+  options = {
+    { "json", nil, "one JSON object (see peerlisten.probe)" },
+    { "timeout", "S", "seconds for connect + handshake and for each request", number = true, default = "5" },
+    { "source", "IP", "dial from this address (default: the kernel's route)" },
+  },
+  positional = { "URL", min = 1, max = 1 },
+  passthrough = PASSTHROUGH,
+  examples = {
+    "peerlisten probe https://10.0.0.2:2380 --config-file /etc/etcd/etcd.yaml",
+    "peerlisten probe https://10.0.0.2:2380 --json --peer-cert-file n1.pem --peer-key-file n1-key.pem "
+      .. "--peer-trusted-ca-file ca.pem",
+  },
+  exit = {
+    { 0, "the link works: TLS as configured, and the peer answers as an etcd peer" },
+    { 1, "it does not (the verdict names the side that refused and why)" },
+    { 2, "usage error: no URL, unknown option, malformed value" },
   },
 }
 
@@ -299,7 +336,7 @@ reason.]],
 }
 
 --- The commands in the order `peerlisten --help` lists them.
-M.ORDER = { "serve", "check", "cert", "cert ca", "cert issue", "inspect", "cluster plan", "cluster init",
+M.ORDER = { "serve", "check", "probe", "cert", "cert ca", "cert issue", "inspect", "cluster plan", "cluster init",
   "cluster status", "cluster check" }
 
 --- The help of a command group (`peerlisten cluster --help`): its commands and their synopses.
