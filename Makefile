@@ -17,11 +17,11 @@ PKGS := lua5.4 libuv openssl
 # curl, go, etcd as real peers; util-linux for setsid/setpriv/taskset), the
 # bench smoke spec (nginx-light, lua-http with lua-luaossl, lua-sec), the
 # rockspec spec (luarocks), make lint (cppcheck), make memcheck (valgrind),
-# make fuzz (clang with libFuzzer's runtime).
+# make doc (lua-ldoc), make fuzz (clang with libFuzzer's runtime).
 DEB_PACKAGES := lua5.4 liblua5.4-dev libssl-dev libuv1-dev lua-busted lua-check \
   lua-yaml lua-cjson lua-socket lua-filesystem pkg-config gcc libc6-dev binutils make \
   openssl curl golang-go etcd-server nginx-light util-linux coreutils \
-  lua-sec lua-http lua-luaossl luarocks valgrind cppcheck clang libclang-rt-14-dev
+  lua-sec lua-http lua-luaossl luarocks valgrind cppcheck clang libclang-rt-14-dev lua-ldoc
 
 CWARNS := -Wall -Wextra -pedantic -Wcast-align -Wdisabled-optimization \
   -Wpointer-arith -Wshadow -Wsign-compare -Wundef -Wwrite-strings \
@@ -160,8 +160,17 @@ fuzz: deps $(FUZZ_BINS)
 bench: all
 	bench/run
 
-doc:
-	$(LDOC) . || echo "ldoc not available or failed"
+# The API reference (LDoc, config.ld) in build/doc/; any LDoc warning about
+# the sources fails the target, so the reference cannot rot quietly.
+doc: docs/benchmarks.md
+	@command -v $(LDOC) >/dev/null || { echo "make doc: $(LDOC) not found (Debian package lua-ldoc)"; exit 1; }
+	@out=$$($(LDOC) . 2>&1); rc=$$?; echo "$$out"; \
+	if [ "$$rc" != 0 ]; then echo "make doc: ldoc failed (exit $$rc)"; exit 1; fi; \
+	if echo "$$out" | grep -E '^[^ ]+:[0-9]+: '; then echo "make doc: ldoc warnings (above)"; exit 1; fi
+
+# The benchmark page is generated from the last bench run, never copied.
+docs/benchmarks.md: bench/results/latest.md bench/mkdoc.lua
+	$(LUA) bench/mkdoc.lua bench/results/latest.md > $@.tmp && mv $@.tmp $@
 
 clean:
 	rm -rf peerlisten/core.so build csrc/*.o

@@ -5,6 +5,12 @@
 ** (conn.h's pl_conn) is malloc'ed and owned by its listener's pl_group until
 ** the handshake and checks passed; then a Conn userdata owns it.
 */
+
+/***
+The C core (private: applications `require "peerlisten"`); its userdata
+types are what the Lua API hands out.
+@module peerlisten.core
+*/
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,6 +4,12 @@
 ** and draining close; etcd's log line and the counters for refused TLS
 ** connections.
 */
+
+/***
+The C core (private: applications `require "peerlisten"`); its userdata
+types are what the Lua API hands out.
+@module peerlisten.core
+*/
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -334,6 +340,11 @@ static int close_k (lua_State *L, int status, lua_KContext ctx) {
 }
 
 /***
+A listening socket (TCP or unix, plain or TLS), from `core.listen`.
+@type peerlisten.Listener
+*/
+
+/***
 Stops accepting at once, closes TLS handshakes in progress, lets open
 connections finish for up to `timeout` seconds, then closes them.
 Idempotent; inside a coroutine the wait yields.
@@ -354,11 +365,6 @@ static int listener_close (lua_State *L) {
 }
 
 /* ---- methods ---- */
-
-/***
-A listening socket (TCP or unix, plain or TLS), from `core.listen`.
-@type peerlisten.Listener
-*/
 
 static int accept_k (lua_State *L, int status, lua_KContext ctx) {
   listener *l = listener_check(L, 1);

@@ -3,6 +3,12 @@
 ** handles as "peerlisten.Signal" userdata) and core.walltime (the wall clock
 ** with microseconds, for log timestamps).
 */
+
+/***
+The C core (private: applications `require "peerlisten"`); its userdata
+types are what the Lua API hands out.
+@module peerlisten.core
+*/
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>

@@ -2,6 +2,12 @@
 ** tls_ciphers.c: the cipher suite catalogue (every name etcd accepts) and
 ** the OpenSSL cipher lists a policy builds from it.
 */
+
+/***
+The C core (private: applications `require "peerlisten"`); its userdata
+types are what the Lua API hands out.
+@module peerlisten.core
+*/
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>

@@ -4,6 +4,12 @@
 ** conn.c and listener.c use it only through the pl_tls_* contract in
 ** peerlisten.h.
 */
+
+/***
+The C core (private: applications `require "peerlisten"`); its userdata
+types are what the Lua API hands out.
+@module peerlisten.core
+*/
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>

@@ -1,8 +1,11 @@
 rockspec_format = "3.0"
 package = "peerlisten"
 version = "scm-1"
+-- The development rockspec, for a checkout: `luarocks make` builds the
+-- working tree and ignores `source`. Releases have their own rockspec
+-- (peerlisten-X.Y.Z-1.rockspec) pinned to a tag.
 source = {
-  url = "git+file:///work/main",
+  url = "git+https://github.com/peerlisten/peerlisten.git",
   branch = "main",
 }
 description = {
@@ -16,6 +19,7 @@ checks, self-signed certificates, configuration loading and etcd's warnings.
 }
 dependencies = {
   "lua >= 5.4, < 5.5",
+  "lyaml",   -- etcd YAML config files (Debian: lua-yaml)
 }
 external_dependencies = {
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
@@ -57,7 +61,9 @@ build = {
     ["peerlisten.check"] = "lua/peerlisten/check.lua",
     ["peerlisten.check_cluster"] = "lua/peerlisten/check_cluster.lua",
     ["peerlisten.cli"] = "lua/peerlisten/cli.lua",
+    ["peerlisten.cli_args"] = "lua/peerlisten/cli_args.lua",
     ["peerlisten.cli_cluster"] = "lua/peerlisten/cli_cluster.lua",
+    ["peerlisten.cli_commands"] = "lua/peerlisten/cli_commands.lua",
     ["peerlisten.cluster"] = "lua/peerlisten/cluster.lua",
     ["peerlisten.cluster_check"] = "lua/peerlisten/cluster_check.lua",
     ["peerlisten.cluster_description"] = "lua/peerlisten/cluster_description.lua",
@@ -69,6 +75,7 @@ build = {
     ["peerlisten.etcd_versions"] = "lua/peerlisten/etcd_versions.lua",
     ["peerlisten.etcd_yaml"] = "lua/peerlisten/etcd_yaml.lua",
     ["peerlisten.log"] = "lua/peerlisten/log.lua",
+    ["peerlisten.optional"] = "lua/peerlisten/optional.lua",
     ["peerlisten.peers"] = "lua/peerlisten/peers.lua",
     ["peerlisten.probe"] = "lua/peerlisten/probe.lua",
     ["peerlisten.responder"] = "lua/peerlisten/responder.lua",

@@ -172,6 +172,47 @@ describe("peerlisten.log", function()
     end)
   end)
 
+  describe(":hook()", function()
+    it("names the listener URL as the caller of C-side events, never [C]:-1", function()
+      local lines = {}
+      local l = assert(log.new { sink = function(line) lines[#lines + 1] = line end })
+      l:hook("https://127.0.0.1:2380")("warn", "rejected connection", { reason = "not_tls" })
+      l:hook()("error", "uncaught error in a peerlisten coroutine", { error = "boom" })
+      assert.equal("listener https://127.0.0.1:2380", cjson.decode(lines[1]).caller)
+      assert.equal("peerlisten.core", cjson.decode(lines[2]).caller)
+      assert.equal(l:hook("x"), l:hook("x"))
+      assert.are_not.equal(l:hook("x"), l:hook("y"))
+      assert.is_nil(table.concat(lines):find("[C]", 1, true))
+    end)
+
+    it("is what a real listener's event carries", function()
+      local peerlisten = require "peerlisten"
+      local helper = require "helper"
+      local lines = {}
+      local logger = assert(log.new { sink = function(line) lines[#lines + 1] = line end, sampling = false })
+      local l = assert(peerlisten.listen { url = "http://127.0.0.1:0", logger = logger })
+      local _, port = l:addr()
+      l:serve(function() error("handler boom") end)
+      local c = helper.client("127.0.0.1", port)
+      assert.is_true(helper.wait_until(function() return #lines > 0 end, 10))
+      c:close()
+      l:close()
+      local e = cjson.decode(lines[1])
+      assert.equal("connection handler failed", e.msg)
+      assert.equal("listener http://127.0.0.1:0", e.caller)
+      assert.matches("handler boom", e.error)
+    end)
+
+    it("writes console lines with the same caller", function()
+      local lines = {}
+      log.clock = function() return 0 end
+      local l = assert(log.new { format = "console", sink = function(line) lines[#lines + 1] = line end })
+      l:hook("unix://p.sock")("warn", "rejected connection", { reason = "eof" })
+      assert.equal('1970-01-01T00:00:00.000000Z\tWARN\tlistener unix://p.sock\trejected connection\t{"reason":"eof"}',
+        lines[1])
+    end)
+  end)
+
   describe(".wrap()", function()
     it("accepts loggers, nil and functions", function()
       local c = log.capture()

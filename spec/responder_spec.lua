@@ -18,7 +18,7 @@ describe("peerlisten.responder", function()
     local w = c.written[1]
     assert.matches('^HTTP/1.1 200 OK\r\nContent%-Type: application/json\r\nContent%-Length: 17\r\n\r\n'
       .. '{"health":"true"}', w)
-    assert.matches('"peerlisten":"scm-1"', w, 1, true)
+    assert.matches('"peerlisten":"' .. require("peerlisten")._VERSION .. '"', w, 1, true)
     assert.matches("HTTP/1.1 404 Not Found", w, 1, true)
     assert.is_true(c.closed)
   end)

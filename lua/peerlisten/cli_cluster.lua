@@ -4,87 +4,18 @@
 -- 2 usage error. Progress and messages go to `err`, results to `out`.
 -- @module peerlisten.cli_cluster
 
+local cli_args = require "peerlisten.cli_args"
 local cluster = require "peerlisten.cluster"
+local commands = require "peerlisten.cli_commands"
 local log = require "peerlisten.log"
 
 local M = {}
 
-M.USAGE = [[
-Usage: peerlisten cluster <command> [options]
+M.USAGE = commands.group_usage("cluster")
 
-Commands:
-  plan FILE [--out DIR] [--renew-within DURATION] [--member NAME]
-      Show what init would create, reuse or renew, and every check `check` runs.
-  init FILE --out DIR [--renew-within DURATION] [--member NAME]
-      Create or update the cluster directory: CA, member and client certificates,
-      DIR/<member>/etcd.yaml, DIR/etcdctl.env, DIR/manifest.json. Valid material is
-      reused; --renew-within 30d reissues what expires sooner (the CA is kept);
-      --member limits the renewal to that member (repeatable).
-  status DIR [--json]
-      Expiry of every certificate.
-  check DIR [--json] [--preflight] [--member NAME]
-      Static checks of every certificate and etcd.yaml (SANs, usages, issuer,
-      initial-cluster), then the member-to-member probe matrix.
-
-FILE is a YAML cluster description; DURATION is e.g. 30d, 12h, 90m, 45s.
-Exit status: 0 ok, 1 failure or failed check, 2 usage error.
-]]
-
-local HELP = {
-  plan = "Usage: peerlisten cluster plan FILE [--out DIR] [--renew-within DURATION] [--member NAME]\n\n"
-    .. "Validates the description and prints each file init would create (or reuse/renew, when DIR\n"
-    .. "exists) and each check `cluster check` runs. Changes nothing.\n",
-  init = "Usage: peerlisten cluster init FILE --out DIR [--renew-within DURATION] [--member NAME]\n\n"
-    .. "Creates or updates DIR. Re-running reuses every certificate that is still good; what changed in\n"
-    .. "the description is reissued; --renew-within reissues certificates expiring sooner (the CA is\n"
-    .. "kept); --member NAME limits that to NAME's certificates. One progress line per step on stderr.\n",
-  status = "Usage: peerlisten cluster status DIR [--json]\n\nShows subject, expiry and days left of every "
-    .. "certificate in DIR.\n",
-  check = [[
-Usage: peerlisten cluster check DIR [--json] [--preflight] [--member NAME]
-
-Per member: peer and server certificate (key, signed by the cluster CA, usages,
-SANs incl. the dial source, validity), etcd.yaml (name, initial-cluster, files);
-the client certificate. Then the probe matrix (peerlisten probe between members).
-Every failed cell is printed with member, check and reason; exit 1 if any.
-  --preflight    also each member's `peerlisten check` on its etcd.yaml (binds
-                 its peer URLs; any warning fails)
-  --member NAME  the members on this host, for --preflight and the matrix
-]],
-}
-
--- Parses options: spec name -> "flag" | "value" | "list". Returns opts, positional or nil, err.
-local function getopt(args, spec)
-  local opts, pos = {}, {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name, value = a:match("^%-%-([%w-]+)=(.*)$")
-    if not name then name = a:match("^%-%-([%w-]+)$") end
-    if name then
-      local kind = spec[name]
-      if not kind then return nil, "unknown option " .. a end
-      if kind == "flag" then
-        opts[name] = true
-      else
-        if value == nil then
-          i = i + 1
-          value = args[i]
-          if value == nil then return nil, ("option --%s needs a value"):format(name) end
-        end
-        if kind == "list" then
-          opts[name] = opts[name] or {}
-          table.insert(opts[name], value)
-        else
-          opts[name] = value
-        end
-      end
-    else
-      pos[#pos + 1] = a
-    end
-    i = i + 1
-  end
-  return opts, pos
+-- The options of `cluster <cmd>`, by its declaration; nil, message for a usage error.
+local function parse(cmd, args)
+  return cli_args.parse(commands["cluster " .. cmd], args)
 end
 
 local function fail(err, cmd, msg, code)
@@ -108,9 +39,8 @@ local function init_opts(o)
 end
 
 local function cmd_plan(args, out, err)
-  local o, pos = getopt(args, { out = "value", ["renew-within"] = "value", member = "list" })
+  local o, pos = parse("plan", args)
   if not o then return usage(err, "plan", pos) end
-  if #pos ~= 1 then return usage(err, "plan", "exactly one FILE expected") end
   local t, e = init_opts(o)
   if not t then return usage(err, "plan", e) end
   local p, perr, code = cluster.plan(pos[1], t)
@@ -134,10 +64,8 @@ local function cmd_plan(args, out, err)
 end
 
 local function cmd_init(args, out, err)
-  local o, pos = getopt(args, { out = "value", ["renew-within"] = "value", member = "list" })
+  local o, pos = parse("init", args)
   if not o then return usage(err, "init", pos) end
-  if #pos ~= 1 then return usage(err, "init", "exactly one FILE expected") end
-  if not o.out then return usage(err, "init", "--out DIR is required") end
   local t, e = init_opts(o)
   if not t then return usage(err, "init", e) end
   t.progress = function(line) err("cluster init: ", line, "\n") end
@@ -153,9 +81,8 @@ local function cmd_init(args, out, err)
 end
 
 local function cmd_status(args, out, err)
-  local o, pos = getopt(args, { json = "flag" })
+  local o, pos = parse("status", args)
   if not o then return usage(err, "status", pos) end
-  if #pos ~= 1 then return usage(err, "status", "exactly one DIR expected") end
   local rows, serr, code = cluster.status(pos[1])
   if not rows then return fail(err, "status", serr, code) end
   if o.json then out(log.encode(rows), "\n") return 0 end
@@ -174,9 +101,8 @@ local function cmd_status(args, out, err)
 end
 
 local function cmd_check(args, out, err)
-  local o, pos = getopt(args, { json = "flag", preflight = "flag", member = "list" })
+  local o, pos = parse("check", args)
   if not o then return usage(err, "check", pos) end
-  if #pos ~= 1 then return usage(err, "check", "exactly one DIR expected") end
   local r, cerr, code = cluster.check(pos[1], { preflight = o.preflight, members = o.member })
   if not r then return fail(err, "check", cerr, code) end
   if o.json then
@@ -208,7 +134,7 @@ local COMMANDS = { plan = cmd_plan, init = cmd_init, status = cmd_status, check 
 function M.main(args, out, err)
   local cmd = args[1]
   if cmd == nil then err(M.USAGE) return 2 end
-  if cmd == "help" or cmd == "--help" or cmd == "-h" then out(M.USAGE) return 0 end
+  if cmd == "help" or cli_args.is_help(cmd) then out(M.USAGE) return 0 end
   local fn = COMMANDS[cmd]
   if not fn then
     err("peerlisten cluster: unknown command '", tostring(cmd), "'\n", M.USAGE)
@@ -216,7 +142,7 @@ function M.main(args, out, err)
   end
   local rest = { table.unpack(args, 2) }
   for _, a in ipairs(rest) do
-    if a == "--help" or a == "-h" then out(HELP[cmd]) return 0 end
+    if cli_args.is_help(a) then out(cli_args.help(commands["cluster " .. cmd])) return 0 end
   end
   return fn(rest, out, err)
 end

@@ -6,6 +6,7 @@
 local cert = require "peerlisten.cert"
 local config = require "peerlisten.config"
 local description = require "peerlisten.cluster_description"
+local optional = require "peerlisten.optional"
 local cfiles = require "peerlisten.cluster_files"
 local pcheck = require "peerlisten.check"
 local probe = require "peerlisten.probe"
@@ -82,7 +83,8 @@ local function check_config(d, L, m, cell)
   local f = L.members[m.name]
   local text, err = prim.read(f.config)
   if not text then return cell(false, "cannot read " .. f.config .. ": " .. tostring(err)) end
-  local lyaml = require "lyaml"
+  local lyaml, lerr = optional.require "lyaml"
+  if not lyaml then return cell(false, lerr) end
   local ok, y = pcall(lyaml.load, text)
   if not ok or type(y) ~= "table" then return cell(false, f.config .. " is not YAML") end
   if y.name ~= m.name then cell(false, ("name is %s, not %s"):format(tostring(y.name), m.name)) end

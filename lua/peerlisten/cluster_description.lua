@@ -5,6 +5,7 @@
 
 local cert = require "peerlisten.cert"
 local core = require "peerlisten.core"
+local optional = require "peerlisten.optional"
 local url = require "peerlisten.url"
 
 local M = {}
@@ -248,7 +249,8 @@ function M.load(src)
   if type(src) ~= "string" then error("bad argument #1 to 'load' (path or table expected)", 2) end
   local text, err, code = core.cert_read_file(src)
   if not text then return nil, err, code end
-  local lyaml = require "lyaml"
+  local lyaml, lerr, lcode = optional.require "lyaml"
+  if not lyaml then return nil, lerr, lcode end
   local ok, doc = pcall(lyaml.load, text)
   if not ok then return nil, ("%s: not YAML: %s"):format(src, tostring(doc)), "ECLUSTER" end
   local d

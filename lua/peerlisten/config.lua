@@ -28,6 +28,7 @@
 -- @module peerlisten.config
 
 local core = require "peerlisten.core"
+local optional = require "peerlisten.optional"
 local url = require "peerlisten.url"
 local etcd_versions = require "peerlisten.etcd_versions"
 local etcd_yaml = require "peerlisten.etcd_yaml"
@@ -38,6 +39,7 @@ local OPTIONS, BY_KEY, BY_FLAG, OTHER_YAML = options.OPTIONS, options.BY_KEY, op
 local CLIENT_SECURITY_KEYS, YAML_VERSIONED, SUBTABLES =
   options.CLIENT_SECURITY_KEYS, options.YAML_VERSIONED, options.SUBTABLES
 local copy, typename, coerce, url_opts = options.copy, options.typename, options.coerce, options.url_opts
+local OTHER_FLAGS, EXPERIMENTAL_34, FLAG_ROW = options.OTHER_FLAGS, options.EXPERIMENTAL_34, options.FLAG_ROW
 
 local M = {}
 
@@ -380,7 +382,8 @@ local function read_file(path, raw, sources, notes, errors, other, prof, diffs)
   -- (not /dev/zero) and caps the size (16 MiB).
   local text, rerr = core.cert_read_file(path)
   if not text then return nil, rerr end
-  local lyaml = require "lyaml"
+  local lyaml, lerr = optional.require "lyaml"
+  if not lyaml then return nil, lerr end
   local ok, doc = pcall(lyaml.load, text)
   if not ok then
     local msg = tostring(doc)
@@ -577,6 +580,30 @@ function M.options()
   local out = {}
   for i, o in ipairs(OPTIONS) do out[i] = copy(o.opt) end
   return out
+end
+
+--- The flags the command line accepts besides the options: etcd's flags
+-- outside the peer listeners (kept and ignored; etcd 3.4's experimental ones
+-- included, 3.5 and 3.6 take any `experimental-*` flag), sorted; the old
+-- names of options (old name -> flag); and the flags only some etcd
+-- versions define (flag -> true).
+-- @treturn table names
+-- @treturn table aliases
+-- @treturn table versioned
+function M.other_flags()
+  local seen, out, aliases, versioned = {}, {}, {}, {}
+  for _, o in ipairs(OPTIONS) do seen[o.opt.flag] = true end
+  for name, opt in pairs(BY_FLAG) do
+    if not seen[name] then aliases[name] = opt.flag end
+  end
+  for _, set in ipairs { OTHER_FLAGS, EXPERIMENTAL_34 } do
+    for name in pairs(set) do
+      if not seen[name] and not aliases[name] then seen[name] = true; out[#out + 1] = name end
+    end
+  end
+  for name in pairs(FLAG_ROW) do versioned[name] = true end
+  table.sort(out)
+  return out, aliases, versioned
 end
 
 return M

@@ -8,7 +8,9 @@
 -- decoder would report.
 -- @module peerlisten.etcd_yaml
 
-local lyaml = require "lyaml"
+-- lyaml is optional (peerlisten.optional): config.lua loads it before it
+-- reads a YAML file, so peerlisten itself loads without it.
+local optional = require "peerlisten.optional"
 
 local M = {}
 
@@ -40,7 +42,8 @@ local function scalar_json(ev)
 end
 
 function M.shape(text)
-  local yaml = require "yaml"   -- lyaml's libyaml binding
+  local yaml = optional.require "yaml"   -- lyaml's libyaml binding
+  if not yaml then return nil end
   local evs = {}
   local pok = pcall(function() for ev in yaml.parser(text) do evs[#evs + 1] = ev end end)
   if not pok then return nil end
@@ -207,7 +210,8 @@ end
 -- as etcd's decoder would: numbers and booleans become strings for string
 -- fields; YAML null is nil.
 function M.value(v, gotype)
-  if v == nil or v == lyaml.null then return nil end
+  local lyaml = package.loaded.lyaml
+  if v == nil or (lyaml and v == lyaml.null) then return nil end
   if gotype == "string" and type(v) ~= "table" then return tostring(v) end
   if gotype == "[]string" and type(v) == "table" then
     local out = {}

@@ -17,7 +17,7 @@ local peers = require "peerlisten.peers"
 local url = require "peerlisten.url"
 
 local M = {
-  _VERSION = "scm-1",
+  _VERSION = "0.1.0",
   cert = cert,
   config = config,
   log = log,
@@ -70,10 +70,10 @@ M.on_signal = core.on_signal
 -- or nil); returns the previous one.
 M.set_log_hook = core.set_log_hook
 
-local function hook_of(logger)
+local function hook_of(logger, origin)
   if logger == nil then return nil end
   if type(logger) == "function" then return logger end
-  if type(logger) == "table" and type(logger.hook) == "function" then return logger:hook() end
+  if type(logger) == "table" and type(logger.hook) == "function" then return logger:hook(origin) end
   error("logger expected (peerlisten.log logger or function), got " .. type(logger), 3)
 end
 
@@ -98,7 +98,7 @@ function M.listen(opts)
     url = u.url, scheme = u.scheme, host = u.host, port = u.port, path = u.path,
     tls = opts.tls, reuse_address = opts.reuse_address, reuse_port = opts.reuse_port,
     backlog = opts.backlog, read_timeout = opts.read_timeout, write_timeout = opts.write_timeout,
-    logger = hook_of(opts.logger),
+    logger = hook_of(opts.logger, u.url),
   }
 end
 

@@ -287,6 +287,19 @@ function Logger:enabled(level)
   return (M.LEVELS[level] or 0) >= self.min
 end
 
+-- Writes one entry with `caller` already decided (nil: none).
+local function emit(self, level, msg, fields, caller)
+  if not sampled(self, level, msg) then return end
+  local e = { level = level, msg = tostring(msg), fields = fields or {}, ts = M.clock(), caller = caller }
+  if self.entries then self.entries[#self.entries + 1] = e end
+  if self.forward then self.forward(level, e.msg, e.fields) end
+  local writers = self.writers
+  if writers[1] then
+    local line = self.format == "json" and M.format_json(e) or M.format_console(e)
+    for i = 1, #writers do writers[i](line) end
+  end
+end
+
 --- Logs one entry.
 -- @tparam string level "debug", "info", "warn", "error", "dpanic", "panic" or "fatal"
 -- @tparam string msg etcd's message text
@@ -296,16 +309,7 @@ function Logger:log(level, msg, fields, depth)
   local rank = M.LEVELS[level]
   if not rank then error("unknown log level '" .. tostring(level) .. "'", 2) end
   if rank < self.min then return end
-  if not sampled(self, level, msg) then return end
-  local e = { level = level, msg = tostring(msg), fields = fields or {}, ts = M.clock() }
-  if self.caller then e.caller = caller_of(3 + (depth or 0)) end
-  if self.entries then self.entries[#self.entries + 1] = e end
-  if self.forward then self.forward(level, e.msg, e.fields) end
-  local writers = self.writers
-  if writers[1] then
-    local line = self.format == "json" and M.format_json(e) or M.format_console(e)
-    for i = 1, #writers do writers[i](line) end
-  end
+  emit(self, level, msg, fields, self.caller and caller_of(3 + (depth or 0)) or nil)
 end
 
 --- Logs at debug level. @tparam string msg @tparam[opt] table fields
@@ -317,20 +321,32 @@ function Logger:warn(msg, fields) self:log("warn", msg, fields, 1) end
 --- Logs at error level. @tparam string msg @tparam[opt] table fields
 function Logger:error(msg, fields) self:log("error", msg, fields, 1) end
 --- Logs at fatal level. Only logs: a library never exits.
--- @tparam string msg @tparam[opt] table fields
+-- @tparam string msg
+-- @tparam[opt] table fields
 function Logger:fatal(msg, fields) self:log("fatal", msg, fields, 1) end
+
+--- The caller of C-side events that no listener owns (coroutine errors).
+M.CORE_CALLER = "peerlisten.core"
 
 --- A `function(level, msg, fields)` for `core.listen{ logger = }` and
 -- `core.set_log_hook`, forwarding C-side events to this logger.
+-- The C core has no Lua stack to point at, so the entry's `caller` names
+-- where the event comes from: `listener <origin>` when `origin` (the
+-- listener's URL) is given, else `peerlisten.core`.
+-- @tparam[opt] string origin the listener URL the events belong to
 -- @treturn function
-function Logger:hook()
-  local fn = self._hook
+function Logger:hook(origin)
+  self._hooks = self._hooks or {}
+  local key = origin or ""
+  local fn = self._hooks[key]
   if not fn then
+    local caller = origin and ("listener " .. origin) or M.CORE_CALLER
     fn = function(level, msg, fields)
       if not M.LEVELS[level] then level = "warn" end
-      self:log(level, msg, fields, 1)
+      if M.LEVELS[level] < self.min then return end
+      emit(self, level, msg, fields, self.caller and caller or nil)
     end
-    self._hook = fn
+    self._hooks[key] = fn
   end
   return fn
 end

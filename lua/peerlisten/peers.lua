@@ -237,7 +237,6 @@ function M.configure_peer_listeners(cfg, opts)
     end
     return nil, e, ecode
   end
-  local hook = logger:hook()
   for _, u in ipairs(cfg._peer_urls) do
     if u.scheme == "http" then warn_http(u, has_tls, pts.client_cert_auth, logger) end
     local tls
@@ -253,7 +252,7 @@ function M.configure_peer_listeners(cfg, opts)
     local l, lerr, lcode = core.listen {
       url = u.url, scheme = u.scheme, host = u.host, port = u.port, path = u.path, tls = tls,
       reuse_address = so.reuse_address, reuse_port = so.reuse_port, backlog = opts.backlog,
-      read_timeout = cfg.raft_read_timeout, write_timeout = cfg.raft_write_timeout, logger = hook,
+      read_timeout = cfg.raft_read_timeout, write_timeout = cfg.raft_write_timeout, logger = logger:hook(u.url),
     }
     if not l then return rollback(lerr, lcode) end
     peers[#peers + 1] = l

@@ -16,7 +16,7 @@ local core = require "peerlisten.core"
 
 local find, sub, lower, byte = string.find, string.sub, string.lower, string.byte
 
-local VERSION = "scm-1"
+local VERSION = "0.1.0"
 local MAX_HEADER = 16 * 1024
 
 local function response(status, body, ctype, close)
