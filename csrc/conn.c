@@ -581,7 +581,7 @@ static int read_deliver (lua_State *L, pl_conn *c, size_t max) {
   }
   if (c->rerr != 0) {
     if (c->rerr == UV_EPROTO && c->tlserr != NULL && c->tlserr[0])
-      return pl_fail(L, "EPROTO", "read: %s", c->tlserr);
+      return pl_fail(L, c->peer_alert ? "EPEERREJECTED" : "EPROTO", "read: %s", c->tlserr);
     return pl_uverror(L, "read", c->rerr);
   }
   if (c->eof) return pl_fail(L, "EOF", "EOF");
@@ -706,6 +706,25 @@ static int conn_peer (lua_State *L) {
   return 2;
 }
 
+/***
+@function local_addr
+@treturn string the local IP of a TCP connection ("@" for unix sockets)
+@treturn[opt] integer the local port
+*/
+static int conn_local_addr (lua_State *L) {
+  pl_conn *c = conn_checkopen(L, 1);
+  struct sockaddr_storage ss;
+  int len = (int)sizeof(ss), port = 0, r;
+  char ip[INET6_ADDRSTRLEN];
+  if (c->is_unix) { lua_pushliteral(L, "@"); return 1; }
+  r = uv_tcp_getsockname((uv_tcp_t *)c->h, (struct sockaddr *)&ss, &len);
+  if (r != 0) return pl_uverror(L, "getsockname", r);
+  pl_sockaddr_name(&ss, ip, sizeof(ip), &port);
+  lua_pushstring(L, ip);
+  lua_pushinteger(L, port);
+  return 2;
+}
+
 /* conn:tls_info() -> table | nil for plain connections */
 /***
 @function tls_info
@@ -742,6 +761,7 @@ static const luaL_Reg conn_methods[] = {
   {"write", conn_write},
   {"close", conn_close},
   {"peer", conn_peer},
+  {"local_addr", conn_local_addr},
   {"tls_info", conn_tls_info},
   {NULL, NULL}
 };

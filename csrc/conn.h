@@ -48,6 +48,7 @@ struct pl_conn {
   unsigned char eof;
   unsigned char is_unix;
   unsigned char is_client; /* dialled: TLS runs SSL_connect, no post-checks */
+  unsigned char peer_alert;  /* the TLS read error is the peer's alert (client) */
   unsigned char peer_raw;  /* peer holds the raw sockaddr, formatted on demand */
   char peer[46];           /* remote IP ("@" for unix peers); INET6_ADDRSTRLEN */
 };

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/un.h>
 #include <netdb.h>
+#include <unistd.h>
+#include <errno.h>
 
 #include "conn.h"
 
@@ -322,8 +324,40 @@ static int core_dial (lua_State *L) {
   return pl_wait(L, &c->ww, o.timeout, dial_k, 0);
 }
 
+/* core.route_source(ip[, port]) -> local ip | nil, message, code
+** The address the kernel picks as the source for a connection to ip: a UDP
+** connect (no packet is sent) and getsockname.  A TCP dial without a bound
+** source uses the same route, so this is the address a peer sees. */
+static int core_route_source (lua_State *L) {
+  const char *ip = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_optinteger(L, 2, 2380);
+  struct sockaddr_storage ss, me;
+  socklen_t len = sizeof(me);
+  char out[INET6_ADDRSTRLEN];
+  int fd, r;
+  if (port < 1 || port > 65535) return pl_fail(L, "EINVAL", "route: invalid port");
+  if (pl_sockaddr_ip(ip, (int)port, &ss) != 0)
+    return pl_fail(L, "EINVAL", "route %s: not an IP address", ip);
+  fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return pl_fail(L, uv_err_name(uv_translate_sys_error(errno)), "route %s: socket: %s", ip, strerror(errno));
+  r = connect(fd, (const struct sockaddr *)&ss,
+              ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+  if (r == 0) r = getsockname(fd, (struct sockaddr *)&me, &len);
+  if (r != 0) {
+    int e = errno;
+    close(fd);
+    return pl_fail(L, uv_err_name(uv_translate_sys_error(e)), "route %s: %s", ip, strerror(e));
+  }
+  close(fd);
+  pl_sockaddr_name(&me, out, sizeof(out), NULL);
+  lua_pushstring(L, out);
+  return 1;
+}
+
 int pl_open_dial (lua_State *L) {
   lua_pushcfunction(L, core_dial);
   lua_setfield(L, -2, "dial");
+  lua_pushcfunction(L, core_route_source);
+  lua_setfield(L, -2, "route_source");
   return 0;
 }

@@ -280,7 +280,8 @@ static void mismatch_text (SSL *ssl, char *buf, size_t len) {
 
 /* A failed client handshake: which side refused it.  ESERVERCERT: we did
 ** not accept the server's certificate; EPEERREJECTED: the server sent an
-** alert (our certificate, version, cipher suites); ETLS: anything else. */
+** alert (our certificate, version, cipher suites); ENOTTLS: the server
+** does not speak TLS; ETLS: anything else. */
 const char *pl_tls_client_failure (SSL *ssl, int ssl_error, char *msg, size_t msglen) {
   unsigned long e = 0, q;
   int reason;
@@ -304,7 +305,13 @@ const char *pl_tls_client_failure (SSL *ssl, int ssl_error, char *msg, size_t ms
   if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256 &&
       alert_text(reason - SSL_AD_REASON_OFFSET) != NULL) {
     snprintf(msg, msglen, "remote error: tls: %s", alert_text(reason - SSL_AD_REASON_OFFSET));
-    return "EPEERREJECTED";
+    return reason - SSL_AD_REASON_OFFSET == TLS1_AD_NO_APPLICATION_PROTOCOL ? "EALPN" : "EPEERREJECTED";
+  }
+  /* the first bytes back are no TLS record: a plain-text server answered */
+  if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG ||
+      reason == SSL_R_UNKNOWN_PROTOCOL) {
+    snprintf(msg, msglen, "tls: first record does not look like a TLS handshake");
+    return "ENOTTLS";
   }
   {
     const char *rs = ERR_reason_error_string(e);

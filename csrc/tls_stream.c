@@ -184,7 +184,13 @@ void pl_ts_pump (pl_conn *c) {
     if (e == SSL_ERROR_ZERO_RETURN) { c->eof = 1; break; }
     if (c->eof) break;   /* EOF without close_notify: a plain EOF */
     if (c->tlserr == NULL) c->tlserr = (char *)malloc(PL_TLSERR_LEN);
-    if (c->tlserr != NULL) {
+    if (c->tlserr != NULL && c->is_client) {
+      /* TLS 1.3: a server's refusal of our certificate arrives after the
+      ** handshake, as the alert this first read finds */
+      const char *code = pl_tls_client_failure(c->ssl, e, c->tlserr, PL_TLSERR_LEN);
+      c->peer_alert = (unsigned char)(strcmp(code, "EPEERREJECTED") == 0);
+    }
+    else if (c->tlserr != NULL) {
       pl_ssl_errstr(c->tlserr, PL_TLSERR_LEN);
       if (c->tlserr[0] == '\0') snprintf(c->tlserr, PL_TLSERR_LEN, "TLS error");
     }

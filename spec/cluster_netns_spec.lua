@@ -6,6 +6,7 @@ local cluster = require "peerlisten.cluster"
 local helper = require "helper"
 local broken = require "support.cluster_broken"
 local socket = require "socket"
+local cjson = require "cjson"
 
 -- child processes must not inherit the sanitizer preload of `make sanitize`
 local NOPRELOAD = "unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; "
@@ -230,19 +231,45 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
         end
         return true
       end)
-      return assert(cluster.probe_matrix(from, { dial = openssl_dial }))
+      -- our probe, run from each member's namespace (its own source address), and for comparison
+      -- openssl s_client as the dialling peer
+      local mine = { ok = true, cells = {} }
+      for i = 1, 3 do
+        local out = run(("ip netns exec %s lua5.4 bin/peerlisten cluster check %s --member m%d --json 2>/dev/null")
+          :format(NS[i], q(from), i))
+        local r = cjson.decode((assert(out:match("{.*}"), out)))
+        for _, c in ipairs(r.matrix.cells) do
+          mine.cells[#mine.cells + 1] = c
+          mine.ok = mine.ok and c.ok
+        end
+      end
+      return { mine = mine, openssl = assert(cluster.probe_matrix(from, { dial = openssl_dial })) }
     end)
     stop(serving[1], serving[2], serving[3])
     if not ok then error(report, 0) end
     return report
   end
 
+  -- the same verdict from our probe and from openssl s_client, cell by cell
+  local function same_verdicts(both)
+    assert.equal(#both.openssl.cells, #both.mine.cells)
+    local theirs = {}
+    for _, c in ipairs(both.openssl.cells) do theirs[c.from .. ">" .. c.to] = c end
+    for _, c in ipairs(both.mine.cells) do
+      local t = theirs[c.from .. ">" .. c.to]
+      assert.equal(t.ok, c.ok, ("%s -> %s: probe %s, s_client %s"):format(c.from, c.to, tostring(c.reason),
+        tostring(t.reason)))
+    end
+  end
+
   it("runs the probe matrix: each member's listeners in its namespace, every member probing every other", function()
-    local report = stage("probe matrix 3x3 (serve + s_client)", function() return matrix_of(dir) end)
+    local both = stage("probe matrix 3x3 (serve; probe and s_client)", function() return matrix_of(dir) end)
+    local report = both.mine
     assert.equal(6, #report.cells)
     for _, c in ipairs(report.cells) do
       assert.is_true(c.ok, ("%s -> %s: %s"):format(c.from, c.to, tostring(c.reason)))
     end
+    same_verdicts(both)
   end)
 
   it("catches each broken-on-purpose directory with member, check and reason", function()
@@ -264,7 +291,9 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
   end)
 
   it("the probe matrix of the broken 'certificate without its address' directory fails the cells of m2", function()
-    local report = stage("probe matrix 3x3 on broken1", function() return matrix_of(tmp .. "/broken1") end)
+    local both = stage("probe matrix 3x3 on broken1", function() return matrix_of(tmp .. "/broken1") end)
+    same_verdicts(both)
+    local report = both.mine
     assert.is_false(report.ok)
     local shown = {}
     for _, c in ipairs(report.cells) do
@@ -274,7 +303,11 @@ describe("peerlisten.cluster on three network namespaces with etcd 3.4 #slow #ne
     for _, c in ipairs(report.cells) do
       local involves_m2 = c.from == "m2" or c.to == "m2"
       assert.equal(not involves_m2, c.ok, ("%s -> %s: %s"):format(c.from, c.to, tostring(c.reason)))
-      if not c.ok then assert.is_string(c.reason) end
+      if not c.ok then
+        -- m2's certificate lacks its address: we refuse it as a server, it refuses m2 as a client
+        assert.matches(c.to == "m2" and "ESERVERCERT, refused by the local side" or "EPEERREJECTED, refused by the remote",
+          c.reason)
+      end
     end
   end)
 

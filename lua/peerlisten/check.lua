@@ -20,6 +20,9 @@
 --      etcd_version = "3.4.23",     -- the etcd release predicted for
 --      differences = { { id =, text =, key = }, ... },   -- differences from etcd applied
 --      explain = { { key = yaml key, value =, source = }, ... },   -- only with opts.explain
+--      cluster = { name =, advertise =, members =, member_ok =,       -- with initial-cluster set
+--                  dial_sources = { { name =, url =, source =, named = }, ... } },
+--      peers = { <peerlisten.probe reports with name, reachable> },   -- only with opts.peers
 --    }
 --
 -- `warnings` holds, in order, the configuration's own notes at warn level
@@ -29,6 +32,7 @@
 -- @module peerlisten.check
 
 local cert = require "peerlisten.cert"
+local check_cluster = require "peerlisten.check_cluster"
 local config = require "peerlisten.config"
 local etcd_versions = require "peerlisten.etcd_versions"
 local log = require "peerlisten.log"
@@ -121,6 +125,21 @@ local function check_certificate(cfg, files, warn, certs, auto)
   end
 end
 
+-- The certificate files in effect without binding: the configured ones, or
+-- the auto-TLS pair where a running member keeps it.
+local function files_unbound(cfg)
+  local pts = cfg.peer_transport_security
+  local files = { cert_file = pts.cert_file, key_file = pts.key_file, client_cert_file = pts.client_cert_file,
+    trusted_ca_file = pts.trusted_ca_file }
+  if pts.auto_tls and pts.cert_file == "" and pts.key_file == "" then
+    local dir = cfg.data_dir .. "/fixtures/peer"
+    if cert.inspect(dir .. "/cert.pem") then
+      files.cert_file, files.key_file, files.client_cert_file = dir .. "/cert.pem", dir .. "/key.pem", ""
+    end
+  end
+  return files
+end
+
 -- Opens and closes the peer listeners; fills report.listeners and returns
 -- the certificate files in effect (auto-TLS replaces the configured ones).
 local function check_listeners(cfg, report, capture)
@@ -172,7 +191,11 @@ end
 --- Runs the preflight.
 -- @tparam table cfg a configuration (validated with `config.new` if needed)
 -- @tparam[opt] table opts `explain` (boolean): add every effective setting
--- and where it came from
+-- and where it came from; `strict`: every certificate or cluster warning
+-- fails the check (code "ESTRICT"); `bind` (default true; false: do not bind,
+-- for a member that is running); `peers`: probe every other member of
+-- initial-cluster (`report.peers`); `env` (os.getenv or a table: the
+-- ETCD_INITIAL_CLUSTER... variables when cfg came from flags)
 -- @treturn table the report (see the module doc); a configuration that does
 -- not validate gives a failed report, never an error
 function M.check(cfg, opts)
@@ -196,16 +219,23 @@ function M.check(cfg, opts)
     if u.scheme == "unixs" and not prof.unixs_tls then add_difference(report, "unixs_plain", u.url) end
   end
   local capture = log.capture { level = "info" }
+  local ncert = 0
+  local function warn(m, f)
+    ncert = ncert + 1
+    capture:warn(m, f)
+  end
   -- etcd opens its log outputs while validating, before any listener
   local lok, lerr, lcode = startup.log_outputs(cfg)
   local files
-  if lok then
-    files = check_listeners(cfg, report, capture)
-  else
+  if not lok then
     report.error, report.code = lerr, lcode
+  elseif opts.bind == false then
+    files = files_unbound(cfg)
+  else
+    files = check_listeners(cfg, report, capture)
   end
   if files then
-    local ok, aerr, acode = after_listeners(cfg, report, function(m, f) capture:warn(m, f) end)
+    local ok, aerr, acode = after_listeners(cfg, report, warn)
     if ok then
       report.ok = true
       local pts = cfg.peer_transport_security
@@ -214,10 +244,18 @@ function M.check(cfg, opts)
         report.notes[#report.notes + 1] = { level = "info", msg = "peer auto-TLS: peers do not verify each "
           .. "other's certificates (etcd skips verification for auto-TLS peers)" }
       end
-      check_certificate(cfg, files, function(m, f) capture:warn(m, f) end, report.certificates, auto)
+      check_certificate(cfg, files, warn, report.certificates, auto)
     else
       report.error, report.code = aerr, acode
     end
+  end
+  if report.ok then
+    local cok, cerr, ccode = check_cluster.run(cfg, files, warn, report, opts)
+    if not cok then report.ok, report.error, report.code = false, cerr, ccode end
+  end
+  if report.ok and opts.strict and ncert > 0 then
+    report.ok, report.error, report.code = false,
+      ("strict: %d certificate or cluster warning%s"):format(ncert, ncert == 1 and "" or "s"), "ESTRICT"
   end
   for _, e in ipairs(capture.entries) do
     if is_warning(e) then

@@ -24,10 +24,15 @@ Commands:
   serve [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]
       Configure the peer listeners as etcd does and answer peer probes
       (GET /health, GET /version) until SIGINT or SIGTERM.
-  check [--json] [--explain] [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]
+  check [--json] [--explain] [--strict] [--no-bind] [--peers] [--etcd-version V | --etcd BIN]
+        [etcd flags | --config-file FILE]
       Preflight: would this etcd version start its peer listeners? Loads and
       validates as that version, binds every URL, loads every TLS file,
-      releases everything, prints a verdict.
+      checks the cluster (membership, SANs, dial sources), releases
+      everything, prints a verdict.
+  probe URL [--json] [--timeout S] [--source IP] [etcd flags | --config-file FILE]
+      Dial a peer URL with this member's peer TLS settings and speak to it
+      as an etcd peer does; exit 0 only when the link would work for etcd.
   cert [--dir DIR] [--hosts h1,h2] [--validity YEARS] [--key-type TYPE]
       Create (or reuse) etcd's auto-TLS certificate pair in DIR.
   cert ca --dir DIR [--name NAME] [--validity YEARS] [--key-type TYPE]
@@ -68,9 +73,27 @@ Other etcd flags are accepted and ignored. Flags and keys follow the etcd
 version chosen as for `check` (so --etcd-version 3.4 refuses
 --socket-reuse-port, as etcd 3.4 does).
 ]],
+  probe = [[
+Usage: peerlisten probe URL [--json] [--timeout S] [--source IP] [etcd flags | --config-file FILE]
+
+Dials URL as this member's etcd would dial a peer: its peer certificate
+(--peer-client-cert-file/--peer-client-key-file, else --peer-cert-file/
+--peer-key-file; auto-TLS: its self-signed pair), --peer-trusted-ca-file to
+verify the server (name from the URL host), --cipher-suites and the TLS
+versions. Then GET /version and GET /raft/probing. Prints one verdict line
+and the details (TLS version, cipher, server certificate, the local address
+dialled from, round-trip time).
+  --json        one JSON object (see peerlisten.probe)
+  --timeout S   connect + handshake and each request (default 5)
+  --source IP   dial from this address (default: the kernel's route)
+Failure codes: ECONNREFUSED, ETIMEDOUT, ENOTTLS, ESERVERCERT (we refuse the
+server's certificate), EPEERREJECTED (the server refuses ours), EALPN,
+EHTTP (not an etcd peer), ETLS.
+Exit status 0 only when the link works; 1 otherwise; 2 for a usage error.
+]],
   check = [[
-Usage: peerlisten check [--json] [--explain] [--etcd-version V | --etcd BIN]
-                        [etcd flags | --config-file FILE]
+Usage: peerlisten check [--json] [--explain] [--strict] [--no-bind] [--peers]
+                        [--etcd-version V | --etcd BIN] [etcd flags | --config-file FILE]
 
 Predicts whether etcd would start its peer listeners with this configuration:
 loads it as that etcd version does (flags, ETCD_* variables, YAML types),
@@ -83,11 +106,22 @@ releases everything. Prints warnings and a verdict on stdout.
               full version such as 3.5.9; default: what `etcd --version`
               reports (--etcd BIN, or etcd on PATH), else the newest
   --json      one JSON object: ok, error, code, warnings, listeners,
-              certificates, etcd_version, differences
+              certificates, etcd_version, differences, cluster, peers
   --explain   also every effective setting and where it came from
+  --strict    every certificate or cluster warning fails the check
+  --no-bind   do not bind the URLs (a member that is running); certificate
+              and cluster checks still run
+  --peers     probe every other member of --initial-cluster with this
+              member's certificate (peerlisten probe) and report the row
+With --name, --initial-cluster and --initial-advertise-peer-urls set, also:
+the name is in --initial-cluster with exactly the advertise URLs (etcd's
+rule), the certificate names every advertise URL host, and (peer client
+certificate auth on) the source address this host dials each other member
+from, since those members check it against the certificate's SANs.
 Exit status 0 (PASS) only when that etcd would start its peer listeners with
-this configuration; 1 (FAIL) when it would not; 2 for what etcd's flag package
-refuses too (unknown flag, malformed flag value: etcd exits 2 as well).
+this configuration (and, with --strict, no certificate or cluster warning);
+1 (FAIL) otherwise; 2 for what etcd's flag package refuses too (unknown flag,
+malformed flag value: etcd exits 2 as well).
 ]],
   cert = [[
 Usage: peerlisten cert [--dir DIR] [--hosts h1,h2] [--validity YEARS] [--key-type TYPE]
@@ -263,12 +297,15 @@ local function field_text(fields)
   return table.concat(parts, " ")
 end
 
+local CHECK_FLAGS = { json = "json", explain = "explain", strict = "strict", ["no-bind"] = "no_bind",
+  peers = "peers" }
+
 local function cmd_check(args, out, err, env)
   local flags = {}
   local rest = {}
   for _, a in ipairs(args) do
-    if a == "--json" or a == "-json" then flags.json = true
-    elseif a == "--explain" or a == "-explain" then flags.explain = true
+    local f = CHECK_FLAGS[a:match("^%-%-?([%w-]+)$") or ""]
+    if f then flags[f] = true
     else rest[#rest + 1] = a end
   end
   local vo, vrest = version_args(rest)
@@ -279,7 +316,8 @@ local function cmd_check(args, out, err, env)
     return 2
   end
   local cfg, msg, code, extra = load_config(vrest, env, prof)
-  local report = cfg and peerlisten.check(cfg, { explain = flags.explain })
+  local report = cfg and peerlisten.check(cfg, { explain = flags.explain, strict = flags.strict,
+    bind = not flags.no_bind, peers = flags.peers, env = env or os.getenv })
     or check.failure(msg, code, { etcd_version = prof.version, differences = extra and extra.differences })
   report.etcd_version_source = how
   if vwarn then table.insert(report.warnings, 1, { level = "warn", msg = vwarn }) end
@@ -307,8 +345,13 @@ local function cmd_check(args, out, err, env)
     for _, c in ipairs(report.certificates) do
       out("ok: certificate ", c.file, " valid until ", tostring(c.not_after), "\n")
     end
+    for _, p in ipairs(report.peers or {}) do
+      out(p.ok and "ok: " or (p.reachable and "fail: " or "not reachable: "), "peer ", p.name, " ", p.verdict, "\n")
+    end
     if report.ok then
       out("PASS: ", v, " would start its peer listeners with this configuration\n")
+    elseif report.code == "ESTRICT" then
+      out("FAIL: ", v, " would start, but ", tostring(report.error), "\n")
     else
       out("FAIL: ", v, " would not start: ", tostring(report.error), "\n")
     end
@@ -323,6 +366,53 @@ local function cmd_check(args, out, err, env)
     return 1
   end
   return 0
+end
+
+-- probe --------------------------------------------------------------------
+
+local function cmd_probe(args, out, err, env)
+  local o, rest = getopt(args, { json = "flag", timeout = "value", source = "value" }, true)
+  if not o then err("peerlisten probe: ", rest, "\n"); return 2 end
+  -- the URL comes before the etcd flags (whose values may be URLs too)
+  local target = rest[1] and rest[1]:sub(1, 1) ~= "-" and rest[1] or nil
+  local flags = { table.unpack(rest, target and 2 or 1) }
+  if not target then err("peerlisten probe: a peer URL is required\n", HELP.probe); return 2 end
+  local timeout = o.timeout and tonumber(o.timeout)
+  if o.timeout and not (timeout and timeout > 0) then
+    err("peerlisten probe: --timeout must be a positive number of seconds\n"); return 2
+  end
+  local cfg, msg, code = load_config(flags, env)
+  if not cfg then
+    err("peerlisten probe: ", msg, "\n")
+    return code == "EUSAGE" and 2 or 1
+  end
+  local probe = require "peerlisten.probe"
+  local dopts, derr, dcode = probe.member_options(cfg)
+  if not dopts then err("peerlisten probe: ", derr, " (", tostring(dcode), ")\n"); return 1 end
+  local logger = logger_for(cfg, err)
+  dopts.timeout, dopts.source, dopts.logger = timeout, o.source, logger
+  local r = probe.probe(target, dopts)
+  if logger then logger:close() end
+  if o.json then
+    out(log.encode(r), "\n")
+  else
+    out(r.verdict, "\n")
+    if r.code then out("  code: ", r.code, " (refused by the ", r.side == "local" and "local side" or
+      (r.side == "remote" and "remote side" or "network"), ")\n") end
+    if r.local_address then out("  dialled from: ", r.local_address, " to ", r.remote_address, "\n") end
+    if r.tls then out("  tls: ", tostring(r.tls.version), " ", tostring(r.tls.cipher), "\n") end
+    local sc = r.server_cert
+    if sc then
+      local sans = {}
+      for _, v in ipairs(sc.sans and sc.sans.dns or {}) do sans[#sans + 1] = "DNS:" .. v end
+      for _, v in ipairs(sc.sans and sc.sans.ip or {}) do sans[#sans + 1] = "IP:" .. v end
+      out("  server certificate: ", tostring(sc.subject), " [", table.concat(sans, ", "), "] expires ",
+        tostring(sc.not_after), " (", tostring(sc.days_left), " days)\n")
+    end
+    if r.version then out("  GET /version: ", r.version.status, " ", (r.version.body:gsub("%s+$", "")), "\n") end
+    if r.rtt then out(("  GET /raft/probing: %d, rtt %.3f ms\n"):format(r.probing.status, r.rtt * 1000)) end
+  end
+  return r.ok and 0 or 1
 end
 
 -- cert / inspect --------------------------------------------------------------
@@ -392,7 +482,7 @@ local function cmd_inspect(args, out, err)
   return 0
 end
 
-local COMMANDS = { serve = cmd_serve, check = cmd_check, cert = cmd_cert, inspect = cmd_inspect }
+local COMMANDS = { serve = cmd_serve, check = cmd_check, probe = cmd_probe, cert = cmd_cert, inspect = cmd_inspect }
 
 --- Runs the command line `args` (without the program name).
 -- @tparam table args

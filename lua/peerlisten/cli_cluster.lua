@@ -24,7 +24,7 @@ Commands:
       Expiry of every certificate.
   check DIR [--json] [--preflight] [--member NAME]
       Static checks of every certificate and etcd.yaml (SANs, usages, issuer,
-      initial-cluster), then the member-to-member probe matrix when available.
+      initial-cluster), then the member-to-member probe matrix.
 
 FILE is a YAML cluster description; DURATION is e.g. 30d, 12h, 90m, 45s.
 Exit status: 0 ok, 1 failure or failed check, 2 usage error.
@@ -45,7 +45,7 @@ Usage: peerlisten cluster check DIR [--json] [--preflight] [--member NAME]
 
 Per member: peer and server certificate (key, signed by the cluster CA, usages,
 SANs incl. the dial source, validity), etcd.yaml (name, initial-cluster, files);
-the client certificate. Then the probe matrix when peerlisten.dial exists.
+the client certificate. Then the probe matrix (peerlisten probe between members).
 Every failed cell is printed with member, check and reason; exit 1 if any.
   --preflight    also each member's `peerlisten check` on its etcd.yaml (binds
                  its peer URLs; any warning fails)
@@ -187,7 +187,8 @@ local function cmd_check(args, out, err)
     end
     if r.matrix then
       for _, c in ipairs(r.matrix.cells) do
-        out(("%-4s %s -> %s %s %s\n"):format(c.ok and "ok" or "FAIL", c.from, c.to, c.url, c.reason or ""))
+        out(("%-4s %s -> %s %s %s\n"):format(c.ok and "ok" or (c.reachable and "FAIL" or "skip"), c.from, c.to,
+          c.url, c.reachable and (c.reason or "") or "not reachable (not started?)"))
       end
     else
       out("skip probe matrix: ", tostring(r.matrix_error), "\n")

@@ -959,26 +959,23 @@ local function source_of(m)
 end
 
 --- The N×N probe matrix: every member dials every other member's peer URLs with its own peer
--- credentials. Needs `peerlisten.dial`, which this build may not have yet.
+-- credentials and speaks to it as an etcd peer (`peerlisten.probe`: TLS both ways, GET /version,
+-- GET /raft/probing), from the member's own address.
 -- @tparam string dir
--- @tparam[opt] table opts `dial` (function(url, tls_opts) like peerlisten.dial), `members` (run only
---   from these members, for one member per host)
--- @treturn[1] table `{ ok, cells = { {from, to, url, ok, reason} } }`
+-- @tparam[opt] table opts `members` (run only from these members, for one member per host),
+--   `timeout`, `dial` (function(url, tls_opts) -> conn | nil, reason: another client, for
+--   comparisons)
+-- @treturn[1] table `{ ok, cells = { {from, to, url, ok, reason, code, side, reachable} } }`; a
+--   cell whose member does not listen (connection refused, timeout) has `reachable = false` and
+--   does not fail the matrix
 -- @treturn[2] nil
 -- @treturn[2] string message
--- @treturn[2] string "ENOTSUP" when there is no dial function
+-- @treturn[2] string code
 function M.probe_matrix(dir, opts)
   opts = opts or {}
-  local dial = opts.dial
-  if dial == nil then
-    local ok, pl = pcall(require, "peerlisten")
-    dial = ok and rawget(pl, "dial") or nil
-  end
-  if type(dial) ~= "function" then
-    return nil, "cluster: the probe matrix needs peerlisten.dial, which this build lacks", "ENOTSUP"
-  end
   local d, L, code = open_dir(dir)
   if not d then return nil, L, code end
+  local probe = require "peerlisten.probe"
   local only
   if opts.members then
     only = {}
@@ -991,12 +988,23 @@ function M.probe_matrix(dir, opts)
       for _, to in ipairs(d.members) do
         if to ~= from then
           for _, u in ipairs(to.peer_urls) do
-            local conn, err = dial(u, { cert_file = f.peer, key_file = f.peer_key, trusted_ca_file = L.ca,
-              timeout = opts.timeout or 5, source = source_of(from) })
-            if conn then conn:close() end
-            if not conn then report.ok = false end
-            report.cells[#report.cells + 1] = { from = from.name, to = to.name, url = u, ok = conn ~= nil,
-              reason = not conn and tostring(err) or nil }
+            local o = { cert_file = f.peer, key_file = f.peer_key, trusted_ca_file = L.ca,
+              timeout = opts.timeout or 5, source = source_of(from) }
+            local cell = { from = from.name, to = to.name, url = u }
+            if opts.dial then
+              local conn, err = opts.dial(u, o)
+              if conn then conn:close() end
+              cell.ok, cell.reason = conn ~= nil, not conn and tostring(err) or nil
+            else
+              local r = probe.probe(u, o)
+              cell.ok, cell.code, cell.side = r.ok, r.code, r.side
+              cell.reason = not r.ok and ("%s (%s, refused by the %s side)"):format(tostring(r.error),
+                tostring(r.code), tostring(r.side)) or nil
+            end
+            -- a member not started yet is not a broken link: reported, not failed
+            cell.reachable = cell.ok or (cell.code ~= "ECONNREFUSED" and cell.code ~= "ETIMEDOUT")
+            if not cell.ok and cell.reachable then report.ok = false end
+            report.cells[#report.cells + 1] = cell
           end
         end
       end

@@ -103,5 +103,7 @@ M.configure_peer_listeners = peers.configure_peer_listeners
 M.bound_address = peers.bound_address
 M.tls_info = peers.tls_info
 M.check = check.check
+--- Dials a peer URL as etcd's peer transport does (see `peerlisten.dial`).
+M.dial = require("peerlisten.dial").dial
 
 return M

@@ -1,8 +1,9 @@
 --- A small HTTP/1.1 peer-probe responder for `peerlisten serve`.
 --
 -- `GET /health` → 200 `{"health":"true"}`, `GET /version` → 200
--- `{"peerlisten":"<version>"}`, any other path → 404, methods other than GET
--- and HEAD → 405. Keep-alive as HTTP/1.1 (HTTP/1.0: close unless asked);
+-- `{"peerlisten":"<version>"}`, `/raft/probing` (any method, as etcd's
+-- prober handler) → 200 `{"OK":true,"Now":"<RFC 3339 time>"}`, any other
+-- path → 404, methods other than GET and HEAD → 405. Keep-alive as HTTP/1.1 (HTTP/1.0: close unless asked);
 -- pipelined requests are answered together with one write. A connection
 -- idle longer than the listener's read timeout is closed. Requests are parsed
 -- with plain `string.find`s on the buffered bytes (patterns only for unusual
@@ -10,6 +11,8 @@
 -- @module peerlisten.responder
 
 local M = {}
+
+local core = require "peerlisten.core"
 
 local find, sub, lower, byte = string.find, string.sub, string.lower, string.byte
 
@@ -44,6 +47,16 @@ local function build(version)
   end
   r.bad = response("400 Bad Request", bodies.bad, "text/plain; charset=utf-8", true)
   return r
+end
+
+-- etcd's prober handler: its JSON health with the current time, any method.
+local function probing(close, head)
+  local t = core.walltime()
+  local s = math.floor(t)
+  local body = ('{"OK":true,"Now":"%s.%09dZ"}\n'):format(os.date("!%Y-%m-%dT%H:%M:%S", s),
+    math.floor((t - s) * 1e9))
+  local hdr = response("200 OK", body, "text/plain; charset=utf-8", close)
+  return head and hdr:sub(1, #hdr - #body) or hdr
 end
 
 -- Request lines answered without a pattern match: line -> { method, path, proto }.
@@ -107,6 +120,7 @@ local function answer(R, buf, pos, hend)
     if q then path = sub(path, 1, q - 1) end
   end
   local set = close and R.close or R.keep
+  if path == "/raft/probing" then return probing(close, method == "HEAD"), close, skip end
   if method == "GET" then
     if path == "/health" then return set.health, close, skip end
     if path == "/version" then return set.version, close, skip end
@@ -121,13 +135,22 @@ end
 
 --- Returns a connection handler for `listener:serve` / `peers:serve`.
 -- @tparam[opt] table opts `version` (reported by /version), `read_timeout`
--- (seconds; default: the listener's), `logger` (unused for now)
+-- (seconds; default: the listener's), `logger` (accepted TLS peers are
+-- logged at debug level: subject, SANs, TLS version)
 -- @treturn function handler(conn)
 function M.handler(opts)
   opts = opts or {}
   local R = build(opts.version or VERSION)
   local timeout = opts.read_timeout
+  local logger = opts.logger
   return function(conn)
+    if logger and logger:enabled("debug") then
+      local info = conn:tls_info()
+      local pc = info and info.peer_cert
+      logger:debug("accepted peer connection", { remote = (conn:peer()), ["tls-version"] = info and info.version,
+        subject = pc and pc.subject, ["dns-sans"] = pc and pc.sans and pc.sans.dns,
+        ["ip-sans"] = pc and pc.sans and pc.sans.ip })
+    end
     local buf, skip = "", 0
     while true do
       local data = conn:read(65536, timeout)
