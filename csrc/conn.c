@@ -677,7 +677,7 @@ static int conn_write (lua_State *L) {
   if (len == 0) { lua_pushboolean(L, 1); return 1; }
   /* raise now, not after the data went out: a caller that retries after
   ** the error would send it twice */
-  pl_wait_check(L, &c->ww);
+  pl_wait_check(L, c->loop, &c->ww);
   if (c->ssl != NULL) {
     char msg[128];
     r = pl_ts_write(c, data, len, msg, sizeof(msg));

@@ -17,6 +17,7 @@ typedef struct pl_loop {
   int running;            /* inside uv_run (run, step or a blocking wait) */
   int waityield;          /* set by pl_wait/sleep right before they yield */
   int closed;
+  lua_State *resuming;    /* the coroutine pl_resume is running, or NULL */
   char *readbuf;          /* shared read buffer, malloc'ed lazily */
   uv_timer_t *steptimer;  /* bounds step(timeout) */
 } pl_loop;
@@ -143,8 +144,11 @@ static void pl_resume (pl_loop *lp, lua_State *co, int ref, int nargs) {
   lua_State *L = lp->L;
   int nres = 0;
   int status;
+  lua_State *outer = lp->resuming;
   lp->waityield = 0;
+  lp->resuming = co;
   status = lua_resume(co, L, nargs, &nres);
+  lp->resuming = outer;
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     if (lp->waityield) {   /* a pl_wait anchored it again */
@@ -203,10 +207,13 @@ static void resume_later_start (pl_loop *lp, lua_State *co, int ref,
   uv_timer_start(&r->timer, resume_later_cb, timeout_ms(delay), 0);
 }
 
-/* Is L a coroutine started by spawn that may yield to us? */
-static int is_ours (lua_State *L) {
+/* Is L a coroutine started by spawn that may yield to us?  Every coroutine
+** pl_resume runs is one of ours, so the one it is running now needs no
+** look-up in the set (two registry reads on every blocking call). */
+static int is_ours (lua_State *L, pl_loop *lp) {
   int ours;
   if (!lua_isyieldable(L)) return 0;
+  if (L == lp->resuming) return 1;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &spawned_key);
   lua_pushthread(L);
   ours = lua_rawget(L, -2) != LUA_TNIL;
@@ -268,23 +275,27 @@ void pl_waiter_init (pl_waiter *w) {
   w->timer = NULL;
 }
 
-static void wait_check (lua_State *L, pl_loop *lp, int ours, pl_waiter *w) {
-  if (!ours && lp->running)
+/* may_block: L is ours or the loop is idle (a wait may drive it) */
+static void wait_raise (lua_State *L, int may_block, pl_waiter *w) {
+  if (!may_block)
     luaL_error(L, "blocking peerlisten call inside a loop callback or a foreign "
                   "coroutine (use peerlisten.spawn)");
   if (w->state == PL_WAITING)
     luaL_error(L, "another coroutine is already waiting on this object");
 }
 
-void pl_wait_check (lua_State *L, pl_waiter *w) {
-  wait_check(L, loop_get(L), is_ours(L), w);
+void pl_wait_check (lua_State *L, uv_loop_t *loop, pl_waiter *w) {
+  pl_loop *lp = (pl_loop *)loop->data;
+  if (lp->closed) luaL_error(L, "peerlisten: event loop is gone");
+  /* ownership only matters while the loop runs: look it up only then */
+  wait_raise(L, !lp->running || is_ours(L, lp), w);
 }
 
 int pl_wait (lua_State *L, pl_waiter *w, double timeout,
              lua_KFunction k, lua_KContext ctx) {
   pl_loop *lp = loop_get(L);
-  int ours = is_ours(L);
-  wait_check(L, lp, ours, w);
+  int ours = is_ours(L, lp);
+  wait_raise(L, ours || !lp->running, w);
   w->state = PL_WAITING;
   if (timeout > 0) {
     if (w->timer == NULL) {
@@ -418,7 +429,7 @@ static int core_sleep (lua_State *L) {
   pl_loop *lp = loop_get(L);
   double s = luaL_checknumber(L, 1);
   luaL_argcheck(L, s >= 0, 1, "negative duration");
-  if (is_ours(L)) {
+  if (is_ours(L, lp)) {
     lua_pushthread(L);
     resume_later_start(lp, L, luaL_ref(L, LUA_REGISTRYINDEX), NULL, s);
     lp->waityield = 1;

@@ -305,7 +305,7 @@ static int core_dial (lua_State *L) {
   r = read_opts(L, &o);
   if (r != 0) return r;
   pl_waiter_init(&probe);
-  pl_wait_check(L, &probe);   /* a wait must be possible: raise before connecting */
+  pl_wait_check(L, pl_uvloop(L), &probe);   /* a wait must be possible: raise before connecting */
   ud = pl_conn_push_empty(L);  /* opts conn */
   c = dial_conn(L, ud, &o);
   if (c == NULL) {

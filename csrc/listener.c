@@ -412,7 +412,7 @@ static int listener_accept (lua_State *L) {
   }
   if (l->g.ready_head != NULL || l->accept_err != 0) return accept_k(L, LUA_OK, 0);
   if (timeout == 0) return pl_fail(L, "ETIMEDOUT", "timeout");
-  pl_wait_check(L, &l->aw);   /* a raise below would leave the handle ref'ed */
+  pl_wait_check(L, l->loop, &l->aw);   /* a raise below would leave the handle ref'ed */
   if (l->h) uv_ref((uv_handle_t *)l->h);
   return pl_wait(L, &l->aw, timeout > 0 ? timeout : 0, accept_k, 0);
 }

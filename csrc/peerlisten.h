@@ -179,8 +179,9 @@ PL_HIDDEN void pl_newweaktable (lua_State *L, const char *mode);
 PL_HIDDEN void pl_waiter_init (pl_waiter *w);
 /* Raises when pl_wait(L, w, ...) would raise (a blocking wait inside a loop
 ** callback or a foreign coroutine, or w already has a waiter): lets a caller
-** check before it changes state that pl_wait would have to undo. */
-PL_HIDDEN void pl_wait_check (lua_State *L, pl_waiter *w);
+** check before it changes state that pl_wait would have to undo.  loop is
+** L's loop (the caller's handle has it: no registry look-up). */
+PL_HIDDEN void pl_wait_check (lua_State *L, uv_loop_t *loop, pl_waiter *w);
 /* Waits until pl_wake*(w) or timeout (seconds, <= 0: none); then returns
 ** k(L, LUA_OK, ctx), whose results are the call's results.  k reads
 ** w->state.  Raises when a blocking wait is impossible (inside a callback). */

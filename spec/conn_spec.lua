@@ -124,6 +124,25 @@ describe("peerlisten.Conn", function()
       c:close(); l:close()
     end)
 
+    it("raises in a foreign coroutine inside a spawned one during the loop, before sending anything", function()
+      local l, conn, c = pair()
+      local res
+      core.spawn(function()
+        core.sleep(0.01)   -- resumed by the loop from now on
+        local ok, err = coroutine.wrap(function() return pcall(conn.write, conn, "foreign") end)()
+        -- the spawned coroutine itself may still write
+        res = { ok, err, conn:write("ours") }
+      end)
+      assert.is_true(helper.wait_until(function() return res ~= nil end, 5))
+      assert.is_false(res[1])
+      assert.matches("blocking peerlisten call inside a loop callback or a foreign coroutine", res[2])
+      assert.is_true(res[3])
+      assert.are.equal("ours", helper.recv(c, 4, 5))
+      conn:close()
+      assert.are.same({ nil, "closed" }, { helper.recv(c, 1) })   -- "foreign" never went out
+      c:close(); l:close()
+    end)
+
     it("#slow writes more than 4 GiB whole: lengths are not cut to 32 bits", function()
       local avail = tonumber(helper.readfile("/proc/meminfo"):match("MemAvailable:%s*(%d+)")) or 0
       if avail < 12 * 1024 * 1024 then

@@ -143,8 +143,11 @@ function M.handler(opts)
   local R = build(opts.version or VERSION)
   local timeout = opts.read_timeout
   local logger = opts.logger
+  -- asked once, not per connection (a method call on every accept): a
+  -- logger's level is fixed, and a closed one drops entries itself
+  local log_peers = logger ~= nil and logger:enabled("debug")
   return function(conn)
-    if logger and logger:enabled("debug") then
+    if log_peers then
       local info = conn:tls_info()
       local pc = info and info.peer_cert
       logger:debug("accepted peer connection", { remote = (conn:peer()), ["tls-version"] = info and info.version,
