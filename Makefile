@@ -171,6 +171,7 @@ doc: docs/benchmarks.md
 # The benchmark page is generated from the last bench run, never copied.
 docs/benchmarks.md: bench/results/latest.md bench/mkdoc.lua
 	$(LUA) bench/mkdoc.lua bench/results/latest.md > $@.tmp && mv $@.tmp $@
+	$(LUA) bench/mkdoc.lua --readme README.md bench/results/latest.md > README.md.tmp && mv README.md.tmp README.md
 
 clean:
 	rm -rf peerlisten/core.so build csrc/*.o

@@ -3,12 +3,38 @@
 -- by default bench/results/latest.md: how the figures are made, then the
 -- results exactly as bench/run wrote them. `make docs/benchmarks.md` runs it;
 -- the docs spec checks that the committed page is its output.
+-- With --readme README.md, it writes that README with the block between
+-- `<!-- bench:begin -->` and `<!-- bench:end -->` replaced by the run's date and
+-- its first table (CPU per operation), so the README's table is generated too.
+local readme
+if arg[1] == "--readme" then
+  readme = assert(arg[2], "--readme needs the README path")
+  table.remove(arg, 1)
+  table.remove(arg, 1)
+end
+local function slurp(path)
+  local f = assert(io.open(path, "r"))
+  local t = f:read("a")
+  f:close()
+  return t
+end
 local src = arg[1] or "bench/results/latest.md"
-local fh = assert(io.open(src, "r"))
-local text = fh:read("a")
-fh:close()
+local text = slurp(src)
 local title, body = text:match("^# ([^\n]*)\n(.*)$")
 assert(title, src .. ": expected a '# ' title on the first line")
+
+if readme then
+  local doc = slurp(readme)
+  local head, tail = doc:match("^(.-<!%-%- bench:begin %-%->\n).-(<!%-%- bench:end %-%->.*)$")
+  assert(head, readme .. ": expected <!-- bench:begin --> ... <!-- bench:end -->")
+  local tbl = body:match("(| scenario[^\n]*\n.-\n)\n")
+  assert(tbl, src .. ": expected a table")
+  io.write(head, "From `make bench`, ", title:match("— (.*)$") or title,
+    " (server CPU per operation, median, ratio to nginx in the same run; lower is better; ",
+    "† the same responder on `peerlisten.core`; instruction counts and the method in ",
+    "[docs/benchmarks.md](docs/benchmarks.md)):\n\n", tbl, tail)
+  return
+end
 
 io.write([[
 # Benchmarks

@@ -56,6 +56,12 @@ describe("docs", function()
     assert.equal(made, helper.readfile("docs/benchmarks.md"), "run `make docs/benchmarks.md`")
   end)
 
+  it("README.md's benchmark table is what bench/mkdoc.lua makes of bench/results/latest.md", function()
+    local made = helper.sh("lua5.4 bench/mkdoc.lua --readme README.md bench/results/latest.md")
+    assert.is_truthy(made:find("<!-- bench:begin -->\nFrom `make bench`", 1, true))
+    assert.equal(made, helper.readfile("README.md"), "run `make docs/benchmarks.md`")
+  end)
+
   for _, path in ipairs(documents()) do
     local blocks = M.blocks(path)
     if #blocks > 0 then
