@@ -1,3 +1,4 @@
+local helper = require "helper"
 local cli = require "peerlisten.cli"
 local cli_args = require "peerlisten.cli_args"
 local commands = require "peerlisten.cli_commands"
@@ -5,18 +6,8 @@ local config = require "peerlisten.config"
 local cert = require "peerlisten.cert"
 local etcd_versions = require "peerlisten.etcd_versions"
 
-local function buffer()
-  local b = { parts = {} }
-  function b:write(...)
-    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
-    return self
-  end
-  function b:text() return table.concat(self.parts) end
-  return b
-end
-
 local function run(args)
-  local out, err = buffer(), buffer()
+  local out, err = helper.buffer(), helper.buffer()
   local rc = cli.main(args, { stdout = out, stderr = err, env = {}, tty = false })
   return rc, out:text(), err:text()
 end

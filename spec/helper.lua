@@ -227,8 +227,7 @@ function M.exists(path)
   return f ~= nil
 end
 
---- Writes a file (raises on failure).
--- A file-like sink for the CLI's out and err: b:write(...), b:text().
+--- A file-like sink for the CLI's out and err: b:write(...), b:text().
 function M.buffer()
   local b = { parts = {} }
   function b:write(...)
@@ -239,6 +238,7 @@ function M.buffer()
   return b
 end
 
+--- Writes a file (raises on failure).
 function M.writefile(path, data)
   local f = assert(io.open(path, "wb"))
   f:write(data)
