@@ -17,11 +17,14 @@ PKGS := lua5.4 libuv openssl
 # curl, go, etcd as real peers; util-linux for setsid/setpriv/taskset), the
 # bench smoke spec (nginx-light, lua-http with lua-luaossl, lua-sec), the
 # rockspec spec (luarocks), make lint (cppcheck), make memcheck (valgrind),
-# make doc (lua-ldoc), make fuzz (clang with libFuzzer's runtime).
+# make doc (lua-ldoc), make fuzz (clang with libFuzzer's runtime), the cluster
+# specs and guide (etcd-client for etcdctl, iproute2 for network namespaces,
+# bsdutils for `script`, the pty of the log-format spec).
 DEB_PACKAGES := lua5.4 liblua5.4-dev libssl-dev libuv1-dev lua-busted lua-check \
   lua-yaml lua-cjson lua-socket lua-filesystem pkg-config gcc libc6-dev binutils make \
   openssl curl golang-go etcd-server nginx-light util-linux coreutils \
-  lua-sec lua-http lua-luaossl luarocks valgrind cppcheck clang libclang-rt-14-dev lua-ldoc
+  lua-sec lua-http lua-luaossl luarocks valgrind cppcheck clang libclang-rt-14-dev lua-ldoc \
+  etcd-client iproute2 bsdutils
 
 CWARNS := -Wall -Wextra -pedantic -Wcast-align -Wdisabled-optimization \
   -Wpointer-arith -Wshadow -Wsign-compare -Wundef -Wwrite-strings \
