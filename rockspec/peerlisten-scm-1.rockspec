@@ -20,6 +20,7 @@ checks, self-signed certificates, configuration loading and etcd's warnings.
 dependencies = {
   "lua >= 5.4, < 5.5",
   "lyaml",   -- etcd YAML config files (Debian: lua-yaml)
+  "luasocket",   -- DNS look-ups of certificate names in the cluster checks (Debian: lua-socket)
 }
 external_dependencies = {
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },

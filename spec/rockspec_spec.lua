@@ -6,7 +6,10 @@ local RELEASE = "rockspec/peerlisten-" .. peerlisten._VERSION .. "-1.rockspec"
 
 -- Each runtime dependency (other than lua) and the Debian package the
 -- Makefile installs for it: offline, Debian provides what luarocks would fetch.
-local DEBIAN = { lyaml = { package = "lua-yaml", module = "lyaml" } }
+local DEBIAN = {
+  lyaml = { package = "lua-yaml", module = "lyaml" },
+  luasocket = { package = "lua-socket", module = "socket" },
+}
 
 local function load_rockspec(path)
   local env = {}

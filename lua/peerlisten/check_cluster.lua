@@ -14,6 +14,7 @@
 local cert = require "peerlisten.cert"
 local core = require "peerlisten.core"
 local probe = require "peerlisten.probe"
+local optional = require "peerlisten.optional"
 local url = require "peerlisten.url"
 
 local M = {}
@@ -124,8 +125,8 @@ end
 -- Whether one of the certificate's DNS names resolves to ip (etcd's
 -- server-side check accepts that too); false when no resolver is at hand.
 local function dns_resolves_to(info, ip)
-  local ok, socket = pcall(require, "socket")
-  if not ok then return false end
+  local socket = optional.require "socket"
+  if not socket then return false end
   for _, d in ipairs(info.sans.dns or {}) do
     local _, res = socket.dns.toip(d)
     for _, a in ipairs(res and res.ip or {}) do if a == ip then return true end end

@@ -346,8 +346,8 @@ end
 
 local function is_null(v)
   if v == nil then return true end
-  local ok, lyaml = pcall(require, "lyaml")
-  return ok and v == lyaml.null
+  local lyaml = optional.require "lyaml"
+  return lyaml ~= nil and v == lyaml.null
 end
 
 -- The keys of a peer-transport-security or socket-options mapping `v` (YAML

@@ -11,6 +11,8 @@ local M = {}
 M.PROVIDERS = {
   lyaml = { debian = "lua-yaml", rock = "lyaml", why = "to read YAML files" },
   yaml = { debian = "lua-yaml", rock = "lyaml", why = "to read YAML files" },   -- lyaml's C part
+  socket = { debian = "lua-socket", rock = "luasocket",
+    why = "to resolve a certificate's DNS names in the cluster checks" },
 }
 
 --- Loads an optional module.
